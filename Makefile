@@ -1,0 +1,87 @@
+# wsac - audio captioning as Unix filters.   make | make check | make install
+#
+# Reference numerics: no -ffast-math/-Ofast, ever (IEEE semantics, NaN checks).
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
+# msgpack-c renamed its pkg-config package in 6.x (msgpack -> msgpack-c)
+MSGPACK := $(shell pkg-config --exists msgpack-c 2>/dev/null && echo msgpack-c || echo msgpack)
+PKGS    := sndfile fftw3f openblas $(MSGPACK) soxr libutf8proc jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS  = $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Ilib -D_DEFAULT_SOURCE
+LDLIBS      = $(PKG_LIBS) -lm -lpthread
+
+# Sanitizer build: make SAN=1 (objects and binaries go to build-san/, bin-san/)
+ifeq ($(SAN),1)
+  CFLAGS += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=address,undefined
+  B := build-san
+  BIN := bin-san
+else
+  B := build
+  BIN := bin
+endif
+
+LIB_SRC   := $(wildcard lib/*.c)
+LIB_OBJ   := $(LIB_SRC:lib/%.c=$(B)/lib/%.o)
+TOOLS     := $(notdir $(basename $(wildcard filters/*.c)))
+TOOL_BINS := $(TOOLS:%=$(BIN)/%)
+TEST_SRC  := $(wildcard tests/c/*.c)
+TEST_BINS := $(TEST_SRC:tests/c/%.c=$(B)/tests/%)
+MAN1      := $(wildcard man/man1/*.1)
+MAN5      := $(wildcard man/man5/*.5)
+
+.PHONY: all check check-full demo install uninstall clean bench deps
+all: deps $(TOOL_BINS) $(TEST_BINS)
+
+deps:
+	@pkg-config --exists $(PKGS) || { echo "missing libraries: run 'sh scripts/install-deps.sh' first" >&2; \
+	  for p in $(PKGS); do pkg-config --exists $$p || echo "  pkg-config cannot find $$p" >&2; done; exit 1; }
+
+$(B)/lib/%.o: lib/%.c $(wildcard lib/*.h) | $(B)/lib
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/filters/%.o: filters/%.c $(wildcard lib/*.h) | $(B)/filters
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/libwsac.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/%: $(B)/filters/%.o $(B)/libwsac.a | $(BIN)
+	$(CC) $(LDFLAGS) $< $(B)/libwsac.a $(LDLIBS) -o $@
+
+$(B)/tests/%: tests/c/%.c $(B)/libwsac.a $(wildcard lib/*.h) tests/c/check.h | $(B)/tests
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) $< $(B)/libwsac.a $(LDLIBS) -o $@
+
+$(B)/lib $(B)/filters $(B)/tests $(BIN):
+	mkdir -p $@
+
+# The whole test suite; ends with "N passed, N failed".
+check: all
+	@sh tests/run.sh
+
+# The main job on bundled input.
+demo: all
+	@sh pipelines/demo
+
+bench: all
+	@sh bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5
+	install -m 755 $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(MAN1) $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(notdir $(MAN1):%=$(DESTDIR)$(MANDIR)/man1/%)
+
+clean:
+	rm -rf build build-san bin bin-san

@@ -1,0 +1,268 @@
+/* wav2mel - audio files to a stream of log mel spectrograms (WavCaps front end). */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audio.h"
+#include "mel.h"
+#include "stream.h"
+#include "util.h"
+
+void openblas_set_num_threads(int);
+
+static const char usage[] =
+    "Usage: wav2mel [OPTIONS] [FILE...]\n"
+    "Read audio files (as arguments, or a list on stdin: PATH or KEY<TAB>PATH per\n"
+    "line) and write a tensor stream with one record per file: \"mel\" f32 [T, n_mels],\n"
+    "\"sr\", \"samples\" and \"path\". The key is the file's base name unless given.\n"
+    "Defaults reproduce the WavCaps CLAP front end (torchlibrosa 0.1.0, librosa.load).\n"
+    "\n"
+    "  -r, --sr HZ            resample to HZ with libsoxr (32000)\n"
+    "      --quality Q        soxr quality: qq lq mq hq vhq (hq, as librosa's soxr_hq)\n"
+    "      --n-fft N          FFT size (1024)\n"
+    "      --win-length N     Hann window length, centred in the frame (n_fft)\n"
+    "      --hop N            hop length in samples (320)\n"
+    "      --n-mels N         mel bands (64)\n"
+    "      --fmin HZ          lowest mel edge (50)\n"
+    "      --fmax HZ          highest mel edge (14000)\n"
+    "      --amin X           floor before the log: 10*log10(max(x, X)) (1e-10)\n"
+    "      --no-center        frames start at sample 0, no reflect padding\n"
+    "      --min-seconds S    zero-pad shorter audio at the end to S seconds (0: off)\n"
+    "      --max-seconds S    refuse longer audio (3600)\n"
+    "  -j, --threads N        decode files on N threads; output keeps input order (1)\n"
+    "  -q, --quiet            no progress or summary (errors are still printed)\n"
+    "  -h, --help             show this help\n"
+    "\n"
+    "T = 1 + floor(N / hop) for N samples after resampling; N must exceed n_fft/2.\n"
+    "Exit status: 0 all files written, 1 usage error, 2 fatal (output failed),\n"
+    "3 some files failed (each named on stderr with its reason; the rest were written).\n";
+
+typedef struct {
+    char *key, *path;
+    /* result */
+    float *mel;
+    size_t T, n;
+    int file_sr, channels;
+    char err[400];
+} job;
+
+static mel_config mc;
+static audio_opts ao;
+
+static void run_job(job *j, mel_state *ms) {
+    const char *why = NULL;
+    if (!utf8_valid(j->key, strlen(j->key))) why = "key (file name) is not valid UTF-8; give KEY<TAB>PATH";
+    else if (!*j->key) why = "empty key";
+    if (why) {
+        snprintf(j->err, sizeof j->err, "%s", why);
+        return;
+    }
+    audio_buf a;
+    if (audio_load(j->path, &ao, &a, j->err, sizeof j->err)) return;
+    j->n = a.n;
+    j->file_sr = a.file_sr;
+    j->channels = a.channels;
+    size_t T = mel_frames(&mc, a.n);
+    if (T == 0) {
+        snprintf(j->err, sizeof j->err,
+                 "too short: %zu samples at %d Hz (%.3f s); needs more than %d (see --min-seconds)", a.n,
+                 a.sr, (double)a.n / a.sr, mc.center ? mc.n_fft / 2 : mc.n_fft - 1);
+        audio_free(&a);
+        return;
+    }
+    j->mel = xmalloc_aligned(T * (size_t)mc.n_mels * sizeof(float));
+    j->T = mel_compute(ms, a.x, a.n, j->mel);
+    audio_free(&a);
+}
+
+typedef struct {
+    job *jobs;
+    int njobs, next;
+    pthread_mutex_t mu;
+    mel_state **states;
+} pool;
+
+static void *worker(void *arg) {
+    void **a = arg;
+    pool *p = a[0];
+    mel_state *ms = a[1];
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        int i = p->next++;
+        pthread_mutex_unlock(&p->mu);
+        if (i >= p->njobs) break;
+        run_job(&p->jobs[i], ms);
+    }
+    return NULL;
+}
+
+static void run_batch(job *jobs, int n, mel_state **states, int threads) {
+    if (threads <= 1 || n == 1) {
+        for (int i = 0; i < n; i++) run_job(&jobs[i], states[0]);
+        return;
+    }
+    pool p = {jobs, n, 0, PTHREAD_MUTEX_INITIALIZER, states};
+    pthread_t th[64];
+    void *args[64][2];
+    int nt = threads < n ? threads : n;
+    for (int t = 0; t < nt; t++) {
+        args[t][0] = &p;
+        args[t][1] = states[t];
+        if (pthread_create(&th[t], NULL, worker, args[t])) die("cannot start a thread");
+    }
+    for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
+}
+
+static void emit(ws_writer *w, job *j) {
+    if (j->err[0]) {
+        ws_fail(w, j->key, "%s: %s", j->path, j->err);
+    } else {
+        int64_t shape[2] = {(int64_t)j->T, mc.n_mels};
+        ws_begin(w, j->key);
+        ws_put_tensor(w, "mel", DT_F32, 2, shape, j->mel);
+        ws_put_int(w, "sr", ao.sr > 0 ? ao.sr : j->file_sr);
+        ws_put_int(w, "samples", (int64_t)j->n);
+        if (utf8_valid(j->path, strlen(j->path))) ws_put_str(w, "path", j->path, strlen(j->path));
+        ws_end(w);
+    }
+    free(j->mel);
+    free(j->key);
+    free(j->path);
+    memset(j, 0, sizeof *j);
+}
+
+static void make_job(job *j, const char *key, const char *path) {
+    memset(j, 0, sizeof *j);
+    j->path = xstrdup(path);
+    if (key) j->key = xstrdup(key);
+    else {
+        char *tmp = xstrdup(path);
+        j->key = xstrdup(strcmp(path, "-") ? basename(tmp) : "stdin");
+        free(tmp);
+    }
+}
+
+int main(int argc, char **argv) {
+    tool_init("wav2mel");
+    mel_config_default(&mc);
+    audio_opts_default(&ao);
+    int threads = 1;
+    enum { O_QUALITY = 256, O_NFFT, O_WIN, O_HOP, O_NMELS, O_FMIN, O_FMAX, O_AMIN, O_NOCENTER, O_MIN, O_MAX };
+    static const struct option longopts[] = {
+        {"sr", required_argument, 0, 'r'},          {"quality", required_argument, 0, O_QUALITY},
+        {"n-fft", required_argument, 0, O_NFFT},     {"win-length", required_argument, 0, O_WIN},
+        {"hop", required_argument, 0, O_HOP},        {"n-mels", required_argument, 0, O_NMELS},
+        {"fmin", required_argument, 0, O_FMIN},      {"fmax", required_argument, 0, O_FMAX},
+        {"amin", required_argument, 0, O_AMIN},      {"no-center", no_argument, 0, O_NOCENTER},
+        {"min-seconds", required_argument, 0, O_MIN}, {"max-seconds", required_argument, 0, O_MAX},
+        {"threads", required_argument, 0, 'j'},      {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
+    int c, win_set = 0;
+    while ((c = getopt_long(argc, argv, "r:j:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'r': ao.sr = (int)parse_long("--sr", optarg, 1000, 1000000); break;
+        case O_QUALITY:
+            if ((ao.quality = audio_quality_parse(optarg)) < 0)
+                die_usage("option --quality: '%s' is not one of qq lq mq hq vhq", optarg);
+            break;
+        case O_NFFT: mc.n_fft = (int)parse_long("--n-fft", optarg, 2, 1 << 20); break;
+        case O_WIN: mc.win_length = (int)parse_long("--win-length", optarg, 1, 1 << 20); win_set = 1; break;
+        case O_HOP: mc.hop = (int)parse_long("--hop", optarg, 1, 1 << 20); break;
+        case O_NMELS: mc.n_mels = (int)parse_long("--n-mels", optarg, 1, 4096); break;
+        case O_FMIN: mc.fmin = parse_double("--fmin", optarg, 0, 1e6); break;
+        case O_FMAX: mc.fmax = parse_double("--fmax", optarg, 0, 1e6); break;
+        case O_AMIN: mc.amin = parse_double("--amin", optarg, 1e-30, 1); break;
+        case O_NOCENTER: mc.center = 0; break;
+        case O_MIN: ao.min_seconds = parse_double("--min-seconds", optarg, 0, 86400); break;
+        case O_MAX: ao.max_seconds = parse_double("--max-seconds", optarg, 0.001, 1e6); break;
+        case 'j': threads = (int)parse_long("--threads", optarg, 1, 64); break;
+        case 'q': tool_quiet = 1; break;
+        case 'h': fputs(usage, stdout); return EXIT_OK;
+        default: die_usage("unknown option");
+        }
+    }
+    if (!win_set) mc.win_length = mc.n_fft;
+    if (ao.sr > 0) mc.sr = ao.sr;
+    else die_usage("--sr 0 (keep each file's rate) is not supported: the mel filterbank needs one rate");
+    const char *bad = mel_config_check(&mc);
+    if (bad) die_usage("%s", bad);
+    if (mc.fmax > mc.sr / 2.0) warnx_("warning: --fmax %g is above the Nyquist frequency %g", mc.fmax, mc.sr / 2.0);
+
+    openblas_set_num_threads(1);
+    mel_state *states[64];
+    for (int t = 0; t < threads; t++) states[t] = mel_init(&mc);
+
+    ws_param params[] = {
+        {"sr", 'i', mc.sr, 0, 0},          {"n_fft", 'i', mc.n_fft, 0, 0},
+        {"win_length", 'i', mc.win_length, 0, 0}, {"hop", 'i', mc.hop, 0, 0},
+        {"n_mels", 'i', mc.n_mels, 0, 0},   {"fmin", 'f', 0, mc.fmin, 0},
+        {"fmax", 'f', 0, mc.fmax, 0},       {"amin", 'f', 0, mc.amin, 0},
+        {"center", 'i', mc.center, 0, 0},   {"window", 's', 0, 0, "hann"},
+        {"pad_mode", 's', 0, 0, "reflect"}, {"mel_scale", 's', 0, 0, "slaney"},
+        {"mel_norm", 's', 0, 0, "slaney"},  {"resampler", 's', 0, 0, "soxr"},
+        {"quality", 's', 0, 0, audio_quality_name(ao.quality)},
+        {"min_seconds", 'f', 0, ao.min_seconds, 0},
+    };
+    ws_writer *w = ws_writer_open(stdout, "wav2mel", params, (int)(sizeof params / sizeof params[0]), NULL);
+
+    int window = threads == 1 ? 1 : 2 * threads;
+    job *jobs = xcalloc((size_t)window, sizeof(job));
+    long done = 0, total = optind < argc ? argc - optind : -1;
+    progress pr;
+    progress_init(&pr, "files", total);
+    if (optind < argc) {
+        for (int i = optind; i < argc;) {
+            int n = 0;
+            while (n < window && i < argc) make_job(&jobs[n++], NULL, argv[i++]);
+            run_batch(jobs, n, states, threads);
+            for (int k = 0; k < n; k++) emit(w, &jobs[k]);
+            done += n;
+            progress_update(&pr, done);
+        }
+    } else {
+        if (isatty(0)) warnx_("reading a list of audio files from the terminal (see --help)");
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        int n = 0, eof = 0;
+        long lineno = 0;
+        while (!eof) {
+            len = getline(&line, &cap, stdin);
+            if (len < 0) eof = 1;
+            else {
+                lineno++;
+                while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+                if (len == 0) continue;
+                if (memchr(line, 0, (size_t)len)) {
+                    ws_fail(w, "?", "input line %ld contains a NUL byte", lineno);
+                    continue;
+                }
+                char *tab = strchr(line, '\t');
+                if (tab) {
+                    *tab = 0;
+                    make_job(&jobs[n++], line, tab + 1);
+                } else make_job(&jobs[n++], NULL, line);
+            }
+            if (n == window || (eof && n > 0)) {
+                run_batch(jobs, n, states, threads);
+                for (int k = 0; k < n; k++) emit(w, &jobs[k]);
+                done += n;
+                n = 0;
+                progress_update(&pr, done);
+            }
+        }
+        free(line);
+        if (ferror(stdin)) die("reading the file list: %m");
+    }
+    progress_end(&pr, done);
+    long ok = ws_writer_records(w), failed = ws_writer_failed(w);
+    ws_writer_close(w);
+    close_stdout_or_die();
+    for (int t = 0; t < threads; t++) mel_free(states[t]);
+    free(jobs);
+    return finish(ok, failed);
+}

@@ -1,0 +1,76 @@
+/* util.h - process-wide conventions shared by every wsac tool.
+ *
+ * Exit statuses (../shared/spec.md): 0 all records processed, 1 usage error,
+ * 2 fatal (stops at once), 3 some records failed (each named on stderr).
+ * Diagnostics go to stderr prefixed with the tool name; stdout carries data. */
+#ifndef WSAC_UTIL_H
+#define WSAC_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum { EXIT_OK = 0, EXIT_USAGE = 1, EXIT_FATAL = 2, EXIT_PARTIAL = 3 };
+
+#define WSAC_VERSION "0.1.0"
+
+extern const char *tool_name; /* set by tool_init(); prefixes every message */
+extern int tool_verbose;      /* -v count */
+extern int tool_quiet;        /* -q: no progress, no summary */
+
+/* Line-buffer stderr (so concurrent pipeline stages do not interleave mid-line)
+ * and remember the tool name. */
+void tool_init(const char *name);
+
+void warnx_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void infox(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* fatal error: message, exit status 2 */
+void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* usage error: message, hint to --help, exit status 1 */
+void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* Allocation that never returns NULL: out of memory is fatal (status 2). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* 64-byte aligned allocation for SIMD/BLAS buffers; free with free(). */
+void *xmalloc_aligned(size_t n);
+
+/* n*size with overflow detection: returns 0 and sets *out on success. */
+int mul_overflow_size(size_t a, size_t b, size_t *out);
+
+/* Strict numeric option parsing: the whole string must be a number in range.
+ * On failure: usage error naming the option. */
+long parse_long(const char *opt, const char *s, long lo, long hi);
+double parse_double(const char *opt, const char *s, double lo, double hi);
+
+/* Check stdout at exit: a failed write or flush is fatal (full disk, -f limit). */
+void close_stdout_or_die(void);
+
+/* Closing summary and exit status: "tool: N records written, M failed". */
+int finish(long ok, long failed);
+
+/* Monotonic seconds. */
+double now_seconds(void);
+
+/* Whether bytes [s, s+n) are valid UTF-8. */
+int utf8_valid(const char *s, size_t n);
+
+/* Write a JSON string literal for bytes s[0..n) to f; invalid UTF-8 bytes
+ * become U+FFFD so the output is always valid JSON. */
+void json_write_string(FILE *f, const char *s, size_t n);
+
+/* Progress reporting on stderr: a bar on a TTY, plain lines every 10 s
+ * otherwise; silent for the first 2 s, and with -q. total <= 0: unknown. */
+typedef struct {
+    double t0, last;
+    long total;
+    int tty, shown;
+    const char *what;
+} progress;
+void progress_init(progress *p, const char *what, long total);
+void progress_update(progress *p, long done);
+void progress_end(progress *p, long done);
+
+#endif

@@ -1,0 +1,18 @@
+#!/bin/sh
+# Install every Debian 12 package wsac needs to build, run and test.
+# Run as root, or as a user with sudo. Safe to run twice.
+set -eu
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "install-deps: need root or sudo" >&2; exit 2; fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+# build: compiler, pkg-config and the libraries the filters link
+BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
+       libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev"
+# tests and benchmarks: Debian's Python with the PyTorch reference, sample tools
+TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio
+      python3-soundfile flac time"
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $BUILD $TEST
