@@ -705,7 +705,8 @@ struct ws_writer {
     char **names;
     int nnames, capnames;
     long records, own_failed, up_errors;
-    const ws_reader *up;
+    const ws_reader **ups; /* upstream readers whose failures the trailer carries */
+    int nups;
     char **failed;
     int nfailed, capfailed;
 };
@@ -742,7 +743,7 @@ ws_writer *ws_writer_open(FILE *f, const char *tool, const ws_param *params, int
                           const ws_reader *up) {
     ws_writer *w = xcalloc(1, sizeof *w);
     w->f = f;
-    w->up = up;
+    if (up) ws_writer_add_upstream(w, up);
     msgpack_sbuffer_init(&w->body);
     msgpack_packer_init(&w->pk, &w->body, msgpack_sbuffer_write);
     msgpack_packer *pk = &w->pk;
@@ -913,18 +914,26 @@ static void writer_free(ws_writer *w) {
     for (int i = 0; i < w->nfailed; i++) free(w->failed[i]);
     free(w->failed);
     free(w->key);
+    free(w->ups);
     free(w);
 }
 
+void ws_writer_add_upstream(ws_writer *w, const ws_reader *up) {
+    w->ups = xrealloc(w->ups, (size_t)(w->nups + 1) * sizeof(*w->ups));
+    w->ups[w->nups++] = up;
+}
+
 /* upstream failures are carried so the last tool of a pipeline can name them */
-static void carry_upstream(ws_writer *w, const ws_reader *up) {
-    if (!up) return;
-    w->up_errors = up->up_errors;
-    for (int i = 0; i < up->nfailed; i++) add_failed(w, up->failed[i]);
+static void carry_upstream(ws_writer *w) {
+    for (int k = 0; k < w->nups; k++) {
+        const ws_reader *up = w->ups[k];
+        w->up_errors += up->up_errors;
+        for (int i = 0; i < up->nfailed; i++) add_failed(w, up->failed[i]);
+    }
 }
 
 void ws_writer_close(ws_writer *w) {
-    carry_upstream(w, w->up);
+    carry_upstream(w);
     msgpack_sbuffer_clear(&w->body);
     msgpack_packer *pk = &w->pk;
     msgpack_pack_map(pk, 4);

@@ -122,6 +122,8 @@ typedef struct ws_writer ws_writer;
  * carried into ours; it must stay open until then. */
 ws_writer *ws_writer_open(FILE *f, const char *tool, const ws_param *params, int nparams,
                           const ws_reader *upstream);
+/* Carry the failures reported by another input's trailers too. */
+void ws_writer_add_upstream(ws_writer *w, const ws_reader *up);
 void ws_begin(ws_writer *w, const char *key);
 void ws_put_tensor(ws_writer *w, const char *name, ws_dtype dtype, int ndim, const int64_t *shape,
                    const void *data);

@@ -1,0 +1,33 @@
+"""Test helpers for Python tests: check() prints ok/not ok lines for tests/run.sh."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.environ.get("WSAC_BIN", os.path.join(ROOT, "bin"))
+SHARED = os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared"))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+_failed = 0
+
+
+def check(name, cond, detail=""):
+    global _failed
+    if cond:
+        print("ok - %s" % name, flush=True)
+    else:
+        _failed += 1
+        print("not ok - %s%s" % (name, ": " + str(detail) if detail else ""), flush=True)
+    return cond
+
+
+def note(msg):
+    """A measured figure worth reading in the test log (not a check)."""
+    print("# %s" % msg, flush=True)
+
+
+def done():
+    sys.exit(1 if _failed else 0)
+
+
+def tool(name):
+    return os.path.join(BIN, name)
