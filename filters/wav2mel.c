@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
         {"threads", required_argument, 0, 'j'},      {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     int c, win_set = 0;
-    while ((c = getopt_long(argc, argv, "r:j:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":r:j:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'r': ao.sr = (int)parse_long("--sr", optarg, 1000, 1000000); break;
         case O_QUALITY:
@@ -182,7 +182,7 @@ int main(int argc, char **argv) {
         case 'j': threads = (int)parse_long("--threads", optarg, 1, 64); break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
-        default: die_usage("unknown option");
+        default: die_bad_option(c, argv);
         }
     }
     if (!win_set) mc.win_length = mc.n_fft;

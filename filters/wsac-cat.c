@@ -65,12 +65,12 @@ int main(int argc, char **argv) {
     static const struct option longopts[] = {{"unique", no_argument, 0, 'u'}, {"quiet", no_argument, 0, 'q'},
                                               {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c, unique = 0;
-    while ((c = getopt_long(argc, argv, "uqh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":uqh", longopts, NULL)) != -1) {
         switch (c) {
         case 'u': unique = 1; break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
-        default: die_usage("unknown option");
+        default: die_bad_option(c, argv);
         }
     }
     int nin = argc - optind;

@@ -220,7 +220,7 @@ int main(int argc, char **argv) {
                                               {"fields", required_argument, 0, 'f'}, {"quiet", no_argument, 0, 'q'},
                                               {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "a:r:f:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":a:r:f:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'a': atol_ = parse_double("--atol", optarg, 0, INFINITY); break;
         case 'r': rtol_ = parse_double("--rtol", optarg, 0, INFINITY); break;
@@ -234,7 +234,7 @@ int main(int argc, char **argv) {
         }
         case 'q': quiet = 1; tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
-        default: die_usage("unknown option");
+        default: die_bad_option(c, argv);
         }
     }
     if (argc - optind != 2) die_usage("need two streams, A and B");

@@ -141,7 +141,7 @@ int main(int argc, char **argv) {
         {"quiet", no_argument, 0, 'q'},   {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "frsa:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":frsa:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'f': full = 1; break;
         case 'r': records_only = 1; break;
@@ -149,7 +149,7 @@ int main(int argc, char **argv) {
         case 'a': ascii_field = optarg; summary = 1; break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
-        default: die_usage("unknown option");
+        default: die_bad_option(c, argv);
         }
     }
     long ok = 0, bad = 0;

@@ -4,6 +4,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <msgpack.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -46,15 +47,35 @@ void tensor_stats_compute(const ws_tensor *t, tensor_stats *s) {
 }
 
 void json_write_number(FILE *f, double v, int f32) {
-    if (!isfinite(v)) fputs("null", f);
-    else if (v == floor(v) && fabs(v) < 1e15) fprintf(f, "%.0f", v);
-    else fprintf(f, f32 ? "%.9g" : "%.17g", v);
+    if (!isfinite(v)) {
+        fputs("null", f);
+        return;
+    }
+    if (v == floor(v) && fabs(v) < 1e15) {
+        fprintf(f, "%.0f", v);
+        return;
+    }
+    /* the shortest decimal that reads back as the same float or double */
+    char buf[40];
+    for (int prec = f32 ? 6 : 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        double back = strtod(buf, NULL);
+        if (f32 ? (float)back == (float)v : back == v) break;
+    }
+    fputs(buf, f);
+}
+
+/* element i of an integer tensor, exactly */
+static int64_t tensor_get_i64(const ws_tensor *t, size_t i) {
+    if (t->dtype == DT_I64) return ((const int64_t *)t->data)[i];
+    return (int64_t)tensor_get(t, i);
 }
 
 /* the elements of dimension d starting at flat offset off, as nested arrays */
 static size_t write_nested(FILE *f, const ws_tensor *t, int d, size_t off) {
     if (d == t->ndim) {
-        json_write_number(f, tensor_get(t, off), t->dtype == DT_F32);
+        if (t->dtype == DT_F32 || t->dtype == DT_F64) json_write_number(f, tensor_get(t, off), t->dtype == DT_F32);
+        else fprintf(f, "%" PRId64, tensor_get_i64(t, off));
         return off + 1;
     }
     fputc('[', f);

@@ -3,7 +3,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,17 @@ int tool_quiet = 0;
 void tool_init(const char *name) {
     tool_name = name;
     setvbuf(stderr, NULL, _IOLBF, 0);
+    opterr = 0; /* getopt's own messages carry the full argv[0]; we print ours */
+    /* over `ulimit -f`, let write() fail with EFBIG so we can say so and exit 2,
+     * instead of being killed silently by SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
+}
+
+void die_bad_option(int c, char **argv) {
+    const char *arg = optind > 0 ? argv[optind - 1] : "?";
+    if (c == ':') die_usage("option '%s' requires an argument", arg);
+    if (optopt && !(arg[0] == '-' && arg[1] == '-')) die_usage("unrecognized option '-%c'", optopt);
+    die_usage("unrecognized option '%s'", arg);
 }
 
 static void vmsg(const char *kind, const char *fmt, va_list ap) {

@@ -29,6 +29,9 @@ void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* usage error: message, hint to --help, exit status 1 */
 void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+/* Usage error for getopt_long's '?' or ':' result (optstring starts with ':'). */
+void die_bad_option(int c, char **argv) __attribute__((noreturn));
+
 /* Allocation that never returns NULL: out of memory is fatal (status 2). */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

@@ -11,8 +11,9 @@ export DEBIAN_FRONTEND=noninteractive
 # build: compiler, pkg-config and the libraries the filters link
 BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
        libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev"
-# tests and benchmarks: Debian's Python with the PyTorch reference, sample tools
+# tests and benchmarks: Debian's Python with the PyTorch reference, GNU time,
+# groff to check the man pages
 TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio
-      python3-soundfile flac time"
+      python3-soundfile time groff-base"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $BUILD $TEST

@@ -17,7 +17,7 @@ NAMES[np.dtype("u1").str] = "u8"
 
 
 def encode_tensor(a):
-    a = np.ascontiguousarray(a)
+    a = np.array(a, copy=False, order="C")  # keeps 0-d arrays 0-d
     name = NAMES.get(a.dtype.newbyteorder("<").str if a.dtype.byteorder == ">" else a.dtype.str)
     if name is None:
         raise ValueError("unsupported dtype %s" % a.dtype)
