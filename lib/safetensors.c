@@ -109,7 +109,7 @@ static const char *fmt_shape(char *buf, size_t len, int ndim, const int64_t *sha
 static const char *describe(const json_t *v, char *buf, size_t len) {
     switch (json_typeof(v)) {
     case JSON_INTEGER: snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); break;
-    case JSON_REAL: snprintf(buf, len, "%g", json_real_value(v)); break;
+    case JSON_REAL: snprintf(buf, len, "a float (%g)", json_real_value(v)); break;
     case JSON_STRING: snprintf(buf, len, "a string"); break;
     case JSON_ARRAY: snprintf(buf, len, "an array"); break;
     case JSON_OBJECT: snprintf(buf, len, "an object"); break;
@@ -230,12 +230,6 @@ static int parse_entry(st_file *f, entry *e, const char *name, const json_t *v, 
              b, en);
         return -1;
     }
-    if (en > (uint64_t)f->data_size) {
-        ferr(err, errlen, f->path,
-             "tensor " NAME_FMT ": data_offsets [%" PRIu64 ", %" PRIu64 "] exceed the data section (%zu bytes)", name, b,
-             en, f->data_size);
-        return -1;
-    }
     if (en - b != (uint64_t)e->nbytes) {
         ferr(err, errlen, f->path,
              "tensor " NAME_FMT ": data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
@@ -243,8 +237,11 @@ static int parse_entry(st_file *f, entry *e, const char *name, const json_t *v, 
              name, b, en, en - b, dtypes[e->dtype].name, fmt_shape(s1, sizeof s1, e->ndim, e->shape), e->nbytes);
         return -1;
     }
-    e->begin = (size_t)b;
-    e->end = (size_t)en;
+    /* Checked against the data section after sorting, so that a truncated
+       file names the tensor that was cut. (Clamping only matters where
+       size_t is 32 bits.) */
+    e->begin = en > SIZE_MAX ? SIZE_MAX : (size_t)b;
+    e->end = en > SIZE_MAX ? SIZE_MAX : (size_t)en;
     return 0;
 }
 
@@ -267,7 +264,16 @@ static int parse_header(st_file *f, const json_t *root, char *err, size_t errlen
     }
 
     qsort(f->t, f->n, sizeof *f->t, by_offset);
-    /* Empty tensors occupy no bytes and overlap nothing. */
+    for (int i = 0; i < f->n; i++) {
+        const entry *e = &f->t[i];
+        if (e->end > f->data_size) {
+            ferr(err, errlen, f->path, "tensor " NAME_FMT ": data_offsets [%zu, %zu] exceed the data section (%zu bytes)",
+                 e->name, e->begin, e->end, f->data_size);
+            return -1;
+        }
+    }
+    /* Sorted by begin, so each range need only be compared with the previous
+       non-empty one. Empty tensors occupy no bytes and overlap nothing. */
     const entry *last = NULL;
     for (int i = 0; i < f->n; i++) {
         const entry *e = &f->t[i];
@@ -278,7 +284,7 @@ static int parse_header(st_file *f, const json_t *root, char *err, size_t errlen
                  e->begin, e->end, last->name, last->begin, last->end);
             return -1;
         }
-        if (!last || e->end > last->end) last = e;
+        last = e; /* e->end >= last->end, since e->begin >= last->end */
     }
 
     f->by_name = xmalloc((f->n + 1) * sizeof *f->by_name);
