@@ -20,7 +20,7 @@ run_unit() {  # NAME CMD...
   start=$(date +%s)
   "$@" > "$log" 2>&1
   rc=$?
-  p=$(grep -c '^ok - ' "$log"); f=$(grep -c '^not ok - ' "$log")
+  p=$(grep -ac '^ok - ' "$log"); f=$(grep -ac '^not ok - ' "$log")
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     f=1; echo "not ok - $name exited with status $rc" >> "$log"
   fi
