@@ -16,6 +16,9 @@ PKGS    := sndfile fftw3f openblas $(MSGPACK) soxr libutf8proc jansson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS  = $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Ilib -D_DEFAULT_SOURCE
+# --as-needed: a tool links only the libraries it uses (wav2mel does not
+# start OpenBLAS's thread pool)
+LDFLAGS    += -Wl,--as-needed
 LDLIBS      = $(PKG_LIBS) -lm -lpthread
 
 # Sanitizer build: make SAN=1 (objects and binaries go to build-san/, bin-san/)

@@ -2,17 +2,17 @@
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <libgen.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "audio.h"
+#include "lines.h"
 #include "mel.h"
 #include "stream.h"
 #include "util.h"
-
-void openblas_set_num_threads(int);
 
 static const char usage[] =
     "Usage: wav2mel [OPTIONS] [FILE...]\n"
@@ -33,7 +33,8 @@ static const char usage[] =
     "      --no-center        frames start at sample 0, no reflect padding\n"
     "      --min-seconds S    zero-pad shorter audio at the end to S seconds (0: off)\n"
     "      --max-seconds S    refuse longer audio (3600)\n"
-    "  -j, --threads N        decode files on N threads; output keeps input order (1)\n"
+    "  -j, --threads N        work on N files at once; output keeps input order and is\n"
+    "                         bit-identical for any N (default: all cores)\n"
     "  -q, --quiet            no progress or summary (errors are still printed)\n"
     "  -h, --help             show this help\n"
     "\n"
@@ -53,7 +54,13 @@ typedef struct {
 static mel_config mc;
 static audio_opts ao;
 
-static void run_job(job *j, mel_state *ms) {
+/* per-thread state: the mel plan and buffers, the audio buffers */
+typedef struct {
+    mel_state *mel;
+    audio_buf audio;
+} worker_state;
+
+static void run_job(job *j, worker_state *ws) {
     const char *why = NULL;
     if (!utf8_valid(j->key, strlen(j->key))) why = "key (file name) is not valid UTF-8; give KEY<TAB>PATH";
     else if (!*j->key) why = "empty key";
@@ -61,35 +68,32 @@ static void run_job(job *j, mel_state *ms) {
         snprintf(j->err, sizeof j->err, "%s", why);
         return;
     }
-    audio_buf a;
-    if (audio_load(j->path, &ao, &a, j->err, sizeof j->err)) return;
-    j->n = a.n;
-    j->file_sr = a.file_sr;
-    j->channels = a.channels;
-    size_t T = mel_frames(&mc, a.n);
+    audio_buf *a = &ws->audio;
+    if (audio_load(j->path, &ao, a, j->err, sizeof j->err)) return;
+    j->n = a->n;
+    j->file_sr = a->file_sr;
+    j->channels = a->channels;
+    size_t T = mel_frames(&mc, a->n);
     if (T == 0) {
         snprintf(j->err, sizeof j->err,
-                 "too short: %zu samples at %d Hz (%.3f s); needs more than %d (see --min-seconds)", a.n,
-                 a.sr, (double)a.n / a.sr, mc.center ? mc.n_fft / 2 : mc.n_fft - 1);
-        audio_free(&a);
+                 "too short: %zu samples at %d Hz (%.3f s); needs more than %d (see --min-seconds)", a->n,
+                 a->sr, (double)a->n / a->sr, mc.center ? mc.n_fft / 2 : mc.n_fft - 1);
         return;
     }
     j->mel = xmalloc_aligned(T * (size_t)mc.n_mels * sizeof(float));
-    j->T = mel_compute(ms, a.x, a.n, j->mel);
-    audio_free(&a);
+    j->T = mel_compute(ws->mel, a->x, a->n, j->mel);
 }
 
 typedef struct {
     job *jobs;
     int njobs, next;
     pthread_mutex_t mu;
-    mel_state **states;
 } pool;
 
 static void *worker(void *arg) {
     void **a = arg;
     pool *p = a[0];
-    mel_state *ms = a[1];
+    worker_state *ms = a[1];
     for (;;) {
         pthread_mutex_lock(&p->mu);
         int i = p->next++;
@@ -100,18 +104,18 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void run_batch(job *jobs, int n, mel_state **states, int threads) {
+static void run_batch(job *jobs, int n, worker_state *states, int threads) {
     if (threads <= 1 || n == 1) {
-        for (int i = 0; i < n; i++) run_job(&jobs[i], states[0]);
+        for (int i = 0; i < n; i++) run_job(&jobs[i], &states[0]);
         return;
     }
-    pool p = {jobs, n, 0, PTHREAD_MUTEX_INITIALIZER, states};
+    pool p = {jobs, n, 0, PTHREAD_MUTEX_INITIALIZER};
     pthread_t th[64];
     void *args[64][2];
     int nt = threads < n ? threads : n;
     for (int t = 0; t < nt; t++) {
         args[t][0] = &p;
-        args[t][1] = states[t];
+        args[t][1] = &states[t];
         if (pthread_create(&th[t], NULL, worker, args[t])) die("cannot start a thread");
     }
     for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
@@ -150,7 +154,8 @@ int main(int argc, char **argv) {
     tool_init("wav2mel");
     mel_config_default(&mc);
     audio_opts_default(&ao);
-    int threads = 1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
     enum { O_QUALITY = 256, O_NFFT, O_WIN, O_HOP, O_NMELS, O_FMIN, O_FMAX, O_AMIN, O_NOCENTER, O_MIN, O_MAX };
     static const struct option longopts[] = {
         {"sr", required_argument, 0, 'r'},          {"quality", required_argument, 0, O_QUALITY},
@@ -192,9 +197,13 @@ int main(int argc, char **argv) {
     if (bad) die_usage("%s", bad);
     if (mc.fmax > mc.sr / 2.0) warnx_("warning: --fmax %g is above the Nyquist frequency %g", mc.fmax, mc.sr / 2.0);
 
-    openblas_set_num_threads(1);
-    mel_state *states[64];
-    for (int t = 0; t < threads; t++) states[t] = mel_init(&mc);
+    /* keep freed buffers in the heap instead of returning them to the kernel
+     * and faulting them in again for the next file */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    worker_state states[64];
+    memset(states, 0, sizeof states);
+    for (int t = 0; t < threads; t++) states[t].mel = mel_init(&mc);
 
     ws_param params[] = {
         {"sr", 'i', mc.sr, 0, 0},          {"n_fft", 'i', mc.n_fft, 0, 0},
@@ -209,7 +218,7 @@ int main(int argc, char **argv) {
     };
     ws_writer *w = ws_writer_open(stdout, "wav2mel", params, (int)(sizeof params / sizeof params[0]), NULL);
 
-    int window = threads == 1 ? 1 : 2 * threads;
+    int window = 2 * threads;
     job *jobs = xcalloc((size_t)window, sizeof(job));
     long done = 0, total = optind < argc ? argc - optind : -1;
     progress pr;
@@ -225,20 +234,31 @@ int main(int argc, char **argv) {
         }
     } else {
         if (isatty(0)) warnx_("reading a list of audio files from the terminal (see --help)");
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t len;
-        int n = 0, eof = 0;
-        long lineno = 0;
+        /* a batch takes the lines that are ready, so records still leave
+         * as soon as their line has come in */
+        line_reader lr;
+        lr_init(&lr, 0, 1 << 20);
+        int eof = 0;
         while (!eof) {
-            len = getline(&line, &cap, stdin);
-            if (len < 0) eof = 1;
-            else {
-                lineno++;
-                while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+            int n = 0;
+            while (n < window && (n == 0 || lr_ready(&lr))) {
+                char *line;
+                size_t len;
+                int r = lr_next(&lr, &line, &len);
+                if (r == LR_EOF) {
+                    eof = 1;
+                    break;
+                }
+                if (r == LR_ERROR) die("reading the file list: %m");
+                char where[40];
+                snprintf(where, sizeof where, "line %ld", lr.lineno);
+                if (r == LR_TOO_LONG) {
+                    ws_fail(w, where, "input line longer than 1 MiB: skipped");
+                    continue;
+                }
                 if (len == 0) continue;
-                if (memchr(line, 0, (size_t)len)) {
-                    ws_fail(w, "?", "input line %ld contains a NUL byte", lineno);
+                if (memchr(line, 0, len)) {
+                    ws_fail(w, where, "input line contains a NUL byte");
                     continue;
                 }
                 char *tab = strchr(line, '\t');
@@ -247,22 +267,23 @@ int main(int argc, char **argv) {
                     make_job(&jobs[n++], line, tab + 1);
                 } else make_job(&jobs[n++], NULL, line);
             }
-            if (n == window || (eof && n > 0)) {
+            if (n > 0) {
                 run_batch(jobs, n, states, threads);
                 for (int k = 0; k < n; k++) emit(w, &jobs[k]);
                 done += n;
-                n = 0;
                 progress_update(&pr, done);
             }
         }
-        free(line);
-        if (ferror(stdin)) die("reading the file list: %m");
+        lr_free(&lr);
     }
     progress_end(&pr, done);
     long ok = ws_writer_records(w), failed = ws_writer_failed(w);
     ws_writer_close(w);
     close_stdout_or_die();
-    for (int t = 0; t < threads; t++) mel_free(states[t]);
+    for (int t = 0; t < threads; t++) {
+        mel_free(states[t].mel);
+        audio_free(&states[t].audio);
+    }
     free(jobs);
     return finish(ok, failed);
 }

@@ -39,33 +39,53 @@ const char *audio_quality_name(int q) {
 
 void audio_free(audio_buf *a) {
     free(a->x);
+    free(a->tmp);
+    free(a->inter);
     memset(a, 0, sizeof *a);
 }
 
-int audio_resample(const float *x, size_t n, int sr_in, int sr_out, int quality, float **y, size_t *ny,
-                   char *err, size_t errlen) {
+/* grow *buf to hold n floats (contents not kept) */
+static void reserve(float **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return;
+    size_t c = *cap ? *cap : 1 << 16;
+    while (c < n) c *= 2;
+    free(*buf);
+    *buf = xmalloc(c * sizeof(float));
+    *cap = c;
+}
+
+/* grow *buf to hold n floats, keeping the contents */
+static void grow(float **buf, size_t *cap, size_t n) {
+    if (n <= *cap) return;
+    size_t c = *cap ? *cap : 1 << 16;
+    while (c < n) c *= 2;
+    *buf = xrealloc(*buf, c * sizeof(float));
+    *cap = c;
+}
+
+size_t audio_resample(const float *x, size_t n, int sr_in, int sr_out, int quality, float **y, size_t *ycap,
+                      char *err, size_t errlen) {
     /* librosa.resample: n_samples = int(np.ceil(y.shape[-1] * ratio)),
      * ratio = float(target_sr) / orig_sr; then util.fix_length */
     double ratio = (double)sr_out / (double)sr_in;
-    size_t olen = (size_t)ceil((double)n * ratio);
-    float *out = xcalloc(olen ? olen : 1, sizeof(float));
-    size_t odone = 0;
+    size_t olen = (size_t)ceil((double)n * ratio), odone = 0;
+    reserve(y, ycap, olen + 1);
     soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
     soxr_quality_spec_t q = soxr_quality_spec((unsigned long)quality, 0); /* python-soxr: (quality, 0) */
-    soxr_error_t e = soxr_oneshot((double)sr_in, (double)sr_out, 1, x, n, NULL, out, olen, &odone, &io, &q, NULL);
+    /* one-shot, as python-soxr's resample(): libsoxr's streaming interface
+     * gives different bits at chunk boundaries */
+    soxr_error_t e = soxr_oneshot((double)sr_in, (double)sr_out, 1, x, n, NULL, *y, olen, &odone, &io, &q, NULL);
     if (e) {
         snprintf(err, errlen, "resampling %d -> %d Hz failed: %s", sr_in, sr_out, e);
-        free(out);
-        return -1;
+        return (size_t)-1;
     }
-    /* samples soxr did not deliver stay zero (fix_length pads with zeros) */
-    *y = out;
-    *ny = olen;
-    return 0;
+    /* fix_length pads with zeros what soxr did not deliver */
+    if (odone < olen) memset(*y + odone, 0, (olen - odone) * sizeof(float));
+    return olen;
 }
 
-int audio_load(const char *path, const audio_opts *o, audio_buf *out, char *err, size_t errlen) {
-    memset(out, 0, sizeof *out);
+int audio_load(const char *path, const audio_opts *o, audio_buf *a, char *err, size_t errlen) {
+    a->n = 0;
     SF_INFO info;
     memset(&info, 0, sizeof info);
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
@@ -79,7 +99,7 @@ int audio_load(const char *path, const audio_opts *o, audio_buf *out, char *err,
         return -1;
     }
     /* float output normalised to [-1, 1) as soundfile does (SFC_SET_NORM_FLOAT
-     * is on by default); clipping of float files is not applied. */
+     * is on by default); float files are not clipped. */
     double maxf = o->max_seconds * (double)info.samplerate;
     if (info.frames > 0 && (double)info.frames > maxf) {
         snprintf(err, errlen, "longer than --max-seconds %.0f (%.0f s declared)", o->max_seconds,
@@ -87,32 +107,37 @@ int audio_load(const char *path, const audio_opts *o, audio_buf *out, char *err,
         sf_close(sf);
         return -1;
     }
+    int C = info.channels, sr = o->sr > 0 ? o->sr : info.samplerate, resample = sr != info.samplerate;
+    /* mono samples at the file's rate go straight where they are needed */
+    float **dst = resample ? &a->tmp : &a->x;
+    size_t *dcap = resample ? &a->tcap : &a->xcap;
     const size_t chunk = 1 << 15;
-    int C = info.channels;
-    float *inter = xmalloc(chunk * (size_t)C * sizeof(float));
-    size_t cap = 1 << 16, n = 0;
-    float *mono = xmalloc(cap * sizeof(float));
+    if (C > 1) {
+        size_t need = chunk * (size_t)C;
+        if (need > a->icap) {
+            free(a->inter);
+            a->inter = xmalloc(need * sizeof(float));
+            a->icap = need;
+        }
+    }
+    size_t n = 0;
     for (;;) {
-        sf_count_t k = sf_readf_float(sf, inter, (sf_count_t)chunk);
+        grow(dst, dcap, n + chunk);
+        float *out = *dst + n;
+        sf_count_t k = sf_readf_float(sf, C == 1 ? out : a->inter, (sf_count_t)chunk);
         if (k <= 0) break;
         if ((double)(n + (size_t)k) > maxf) {
             snprintf(err, errlen, "longer than --max-seconds %.0f", o->max_seconds);
-            free(inter);
-            free(mono);
             sf_close(sf);
             return -1;
         }
-        while (n + (size_t)k > cap) {
-            cap *= 2;
-            mono = xrealloc(mono, cap * sizeof(float));
-        }
-        if (C == 1) memcpy(mono + n, inter, (size_t)k * sizeof(float));
-        else
+        if (C > 1)
             /* np.mean(y, axis=0) on float32: channels summed in order, divided in float32 */
             for (sf_count_t i = 0; i < k; i++) {
-                float acc = inter[i * C];
-                for (int c = 1; c < C; c++) acc += inter[i * C + c];
-                mono[n + (size_t)i] = acc / (float)C;
+                const float *fr = a->inter + (size_t)i * (size_t)C;
+                float acc = fr[0];
+                for (int c = 1; c < C; c++) acc += fr[c];
+                out[i] = acc / (float)C;
             }
         n += (size_t)k;
     }
@@ -120,41 +145,32 @@ int audio_load(const char *path, const audio_opts *o, audio_buf *out, char *err,
     char sferr[200];
     snprintf(sferr, sizeof sferr, "%s", sf_strerror(sf));
     sf_close(sf);
-    free(inter);
     if (serr != SF_ERR_NO_ERROR) {
         snprintf(err, errlen, "decoding failed: %s", sferr);
-        free(mono);
         return -1;
     }
-    out->file_sr = info.samplerate;
-    out->channels = C;
-    out->file_frames = n;
+    a->file_sr = info.samplerate;
+    a->channels = C;
+    a->file_frames = n;
+    const float *m = *dst;
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(mono[i])) {
+        if (!isfinite(m[i])) {
             snprintf(err, errlen, "audio contains NaN or infinite samples (first at sample %zu)", i);
-            free(mono);
             return -1;
         }
-    int sr = o->sr > 0 ? o->sr : info.samplerate;
-    if (sr != info.samplerate && n > 0) {
-        float *y;
-        size_t ny;
-        if (audio_resample(mono, n, info.samplerate, sr, o->quality, &y, &ny, err, errlen)) {
-            free(mono);
-            return -1;
-        }
-        free(mono);
-        mono = y;
-        n = ny;
+    if (resample && n > 0) {
+        n = audio_resample(a->tmp, n, info.samplerate, sr, o->quality, &a->x, &a->xcap, err, errlen);
+        if (n == (size_t)-1) return -1;
+    } else if (resample) {
+        n = 0;
     }
     size_t nmin = (size_t)ceil(o->min_seconds * sr);
     if (n < nmin) {
-        mono = xrealloc(mono, nmin * sizeof(float));
-        memset(mono + n, 0, (nmin - n) * sizeof(float));
+        grow(&a->x, &a->xcap, nmin);
+        memset(a->x + n, 0, (nmin - n) * sizeof(float));
         n = nmin;
     }
-    out->x = mono;
-    out->n = n;
-    out->sr = sr;
+    a->n = n;
+    a->sr = sr;
     return 0;
 }

@@ -19,6 +19,10 @@ void audio_opts_default(audio_opts *o);
 int audio_quality_parse(const char *s);
 const char *audio_quality_name(int quality);
 
+/* The result of a load, and the buffers behind it: start zeroed, pass the
+ * same one to every audio_load() so its memory is reused from file to file
+ * (no allocation or page faults per file once it is warm), audio_free() at
+ * the end. */
 typedef struct {
     float *x;        /* [n] mono samples at sr */
     size_t n;
@@ -26,15 +30,22 @@ typedef struct {
     int file_sr;     /* the file's own rate */
     int channels;    /* the file's channel count */
     size_t file_frames;
+    /* workspace */
+    size_t xcap, tcap, icap;
+    float *tmp;      /* mono at the file's rate, before resampling */
+    float *inter;    /* interleaved frames being mixed */
 } audio_buf;
 
-/* 0 on success; -1 with a reason in err. "-" reads stdin. */
-int audio_load(const char *path, const audio_opts *o, audio_buf *out, char *err, size_t errlen);
+/* 0 on success; -1 with a reason in err. "-" reads stdin. a->x is valid
+ * until the next audio_load() with the same a. */
+int audio_load(const char *path, const audio_opts *o, audio_buf *a, char *err, size_t errlen);
 void audio_free(audio_buf *a);
 
-/* Resample mono x[n] from sr_in to sr_out with soxr; the output has exactly
- * ceil(n * (sr_out / sr_in)) samples (zero-filled past what soxr returns). */
-int audio_resample(const float *x, size_t n, int sr_in, int sr_out, int quality, float **y, size_t *ny,
-                   char *err, size_t errlen);
+/* Resample mono x[n] from sr_in to sr_out with soxr into y (capacity *ycap,
+ * grown as needed); the output has exactly ceil(n * (sr_out / sr_in))
+ * samples, zero-filled past what soxr returns. Returns that count, or
+ * (size_t)-1 with a reason in err. */
+size_t audio_resample(const float *x, size_t n, int sr_in, int sr_out, int quality, float **y, size_t *ycap,
+                      char *err, size_t errlen);
 
 #endif

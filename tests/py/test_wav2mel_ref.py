@@ -168,13 +168,22 @@ p, got, tr = run(["-q", "--min-seconds", "0.5"], stdin=lst.encode())
 check("stdin list: PATH lines keyed by base name, KEY<TAB>PATH lines by KEY, blank lines skipped",
       p.returncode == 0 and list(got) == ["good file.wav", "mykey", "rs-tones-44100.wav"], list(got))
 
+lst = good + "\n" + "x" * (2 << 20) + "\n" + short + "\n"
+p, got, tr = run(["-q", "--min-seconds", "0.5"], stdin=lst.encode())
+check("stdin list: a 2 MB line is named (by line number) and skipped, the rest processed",
+      p.returncode == 3 and list(got) == ["good file.wav", "short.wav"] and
+      "wav2mel: line 2: input line longer than 1 MiB" in p.stderr.decode(), p.stderr.decode()[:300])
+
 # ---------------------------------------------------------------- determinism and threads
 args = ["-q"] + files[:12]
-a = subprocess.run([tool("wav2mel")] + args, capture_output=True).stdout
-b = subprocess.run([tool("wav2mel")] + args, capture_output=True).stdout
+a = subprocess.run([tool("wav2mel"), "--threads", "1"] + args, capture_output=True).stdout
+b = subprocess.run([tool("wav2mel"), "--threads", "1"] + args, capture_output=True).stdout
 c = subprocess.run([tool("wav2mel"), "--threads", "2"] + args, capture_output=True).stdout
+d = subprocess.run([tool("wav2mel"), "--threads", "3"], input="\n".join(files[:12]).encode(),
+                   capture_output=True).stdout
 check("determinism: two runs are bit-identical", a == b and len(a) > 1000)
 check("determinism: --threads 2 output is bit-identical to 1 thread, in input order", a == c)
+check("determinism: --threads 3 on a stdin list gives the same bits", a == d)
 
 # ---------------------------------------------------------------- usage errors
 for opts, why in [(["--n-fft", "abc"], "not an integer"), (["--quality", "best"], "qq lq mq hq vhq"),
