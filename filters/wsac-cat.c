@@ -27,12 +27,6 @@ typedef struct {
     size_t n, cap;
 } keyset; /* open addressing */
 
-static uint64_t hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-    return h;
-}
-
 static int keyset_add(keyset *k, const char *key) { /* 0 if already present */
     if (2 * (k->n + 1) > k->cap) {
         size_t nc = k->cap ? 2 * k->cap : 1024;
@@ -43,14 +37,14 @@ static int keyset_add(keyset *k, const char *key) { /* 0 if already present */
         k->n = 0;
         for (size_t i = 0; i < oc; i++)
             if (old[i]) {
-                size_t j = hash(old[i]) & (nc - 1);
+                size_t j = str_hash(old[i]) & (nc - 1);
                 while (k->keys[j]) j = (j + 1) & (nc - 1);
                 k->keys[j] = old[i];
                 k->n++;
             }
         free(old);
     }
-    size_t j = hash(key) & (k->cap - 1);
+    size_t j = str_hash(key) & (k->cap - 1);
     while (k->keys[j]) {
         if (!strcmp(k->keys[j], key)) return 0;
         j = (j + 1) & (k->cap - 1);

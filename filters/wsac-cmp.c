@@ -39,15 +39,9 @@ typedef struct {
     char *seen;
 } recset;
 
-static uint64_t hash(const char *s) {
-    uint64_t h = 1469598103934665603ULL;
-    while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-    return h;
-}
-
 static int find(recset *s, const char *key) {
     if (!s->tcap) return -1;
-    for (uint64_t i = hash(key) & (uint64_t)(s->tcap - 1);; i = (i + 1) & (uint64_t)(s->tcap - 1)) {
+    for (uint64_t i = str_hash(key) & (uint64_t)(s->tcap - 1);; i = (i + 1) & (uint64_t)(s->tcap - 1)) {
         int v = s->table[i];
         if (!v) return -1;
         if (strcmp(s->recs[v - 1].key, key) == 0) return v - 1;
@@ -62,7 +56,7 @@ static void insert(recset *s, int idx) {
         s->tcap = nc;
         for (int i = 0; i < idx; i++) insert(s, i);
     }
-    uint64_t i = hash(s->recs[idx].key) & (uint64_t)(s->tcap - 1);
+    uint64_t i = str_hash(s->recs[idx].key) & (uint64_t)(s->tcap - 1);
     while (s->table[i]) i = (i + 1) & (uint64_t)(s->tcap - 1);
     s->table[i] = idx + 1;
 }

@@ -138,6 +138,12 @@ int finish(long ok, long failed) {
     return failed ? EXIT_PARTIAL : EXIT_OK;
 }
 
+uint64_t str_hash(const char *s) {
+    uint64_t h = 1469598103934665603ULL;
+    while (*s) h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+    return h;
+}
+
 double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

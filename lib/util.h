@@ -54,6 +54,9 @@ void close_stdout_or_die(void);
 /* Closing summary and exit status: "tool: N records written, M failed". */
 int finish(long ok, long failed);
 
+/* FNV-1a hash of a NUL-terminated string (hash tables of keys). */
+uint64_t str_hash(const char *s);
+
 /* Monotonic seconds. */
 double now_seconds(void);
 
