@@ -19,7 +19,8 @@ ALL_CFLAGS  = $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Ilib -D_DEFAULT_SOURCE
 # --as-needed: a tool links only the libraries it uses (wav2mel does not
 # start OpenBLAS's thread pool)
 LDFLAGS    += -Wl,--as-needed
-LDLIBS      = $(PKG_LIBS) -lm -lpthread
+# libcsv ships no pkg-config file
+LDLIBS      = $(PKG_LIBS) -lcsv -lm -lpthread
 
 # Sanitizer build: make SAN=1 (objects and binaries go to build-san/, bin-san/)
 ifeq ($(SAN),1)

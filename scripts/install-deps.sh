@@ -10,7 +10,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 # build: compiler, pkg-config and the libraries the filters link
 BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
-       libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev"
+       libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev libcsv-dev"
 # tests and benchmarks: Debian's Python with the PyTorch reference, GNU time,
 # groff to check the man pages
 TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio

@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""Convert published checkpoints to wsac model files (safetensors, fp32).
+
+  python3 scripts/convert.py clap CKPT.pt --vocab VOCAB.txt -o clap.safetensors
+
+clap: a WavCaps CLAP checkpoint (torch.save'd dict whose 'model' holds the
+ASE state_dict: audio_encoder.audio_enc.*, audio_proj.*,
+text_encoder.text_encoder.*, text_proj.*, temp) and the bert-base-uncased
+vocab. Writes every weight under its published name, the vocabulary as the
+U8 tensor 'tokenizer.vocab' (the vocab file's bytes: line i is token id i),
+and the configuration in __metadata__. Skips what the C tools do not need:
+position_ids, num_batches_tracked, temp, and the torchlibrosa front end
+(STFT kernels, melW), which wav2mel computes. Refuses a checkpoint with
+unknown or missing keys, or inconsistent shapes, naming them.
+
+Sizes are read from the tensors, so the same code converts the full model and
+reduced test models; only the number of attention heads cannot be read from
+weights (--text-heads, 12 for BERT-base).
+"""
+import argparse
+import os
+import re
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sttools  # noqa: E402
+
+A = "audio_encoder.audio_enc."
+T = "text_encoder.text_encoder."
+SKIP = [
+    re.compile(r"^temp$"),
+    re.compile(r".*\.num_batches_tracked$"),
+    re.compile(r"^" + re.escape(T) + r"embeddings\.position_ids$"),
+    re.compile(r"^" + re.escape(A) + r"audio_feats_extractor\..*"),
+]
+BN = ("weight", "bias", "running_mean", "running_var")
+
+
+class ConvertError(Exception):
+    pass
+
+
+def load_checkpoint(path):
+    import torch
+    try:
+        ck = torch.load(path, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise ConvertError("%s: cannot read the checkpoint: %s" % (path, e))
+    if isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict):
+        ck = ck["model"]
+    if not isinstance(ck, dict):
+        raise ConvertError("%s: not a state_dict (nor a dict with 'model')" % path)
+    out = {}
+    for k, v in ck.items():
+        if hasattr(v, "detach"):
+            out[k] = v.detach().cpu().numpy()
+    return out
+
+
+def clap_expected(sd, heads):
+    """The key -> shape map the architecture needs, derived from sizes in sd."""
+    def shape(k):
+        if k not in sd:
+            raise ConvertError("missing key %s" % k)
+        return sd[k].shape
+
+    exp = {}
+    n_mels = shape(A + "bn0.weight")[0]
+    for p in BN:
+        exp[A + "bn0." + p] = (n_mels,)
+    blocks = sorted(int(m.group(1)) for k in sd for m in [re.match(re.escape(A) + r"conv_block(\d+)\.", k)] if m)
+    blocks = sorted(set(blocks))
+    if not blocks or blocks != list(range(1, len(blocks) + 1)):
+        raise ConvertError("conv blocks must be conv_block1..N, found %s" % blocks)
+    cin, chans = 1, []
+    for b in blocks:
+        pre = A + "conv_block%d." % b
+        cout = shape(pre + "conv1.weight")[0]
+        exp[pre + "conv1.weight"] = (cout, cin, 3, 3)
+        exp[pre + "conv2.weight"] = (cout, cout, 3, 3)
+        for bn in ("bn1.", "bn2."):
+            for p in BN:
+                exp[pre + bn + p] = (cout,)
+        chans.append(cout)
+        cin = cout
+    emb = shape("audio_proj.0.weight")[0]
+    exp.update({"audio_proj.0.weight": (emb, cin), "audio_proj.0.bias": (emb,),
+                "audio_proj.2.weight": (emb, emb), "audio_proj.2.bias": (emb,)})
+    vocab, hid = shape(T + "embeddings.word_embeddings.weight")
+    npos = shape(T + "embeddings.position_embeddings.weight")[0]
+    ntype = shape(T + "embeddings.token_type_embeddings.weight")[0]
+    exp[T + "embeddings.word_embeddings.weight"] = (vocab, hid)
+    exp[T + "embeddings.position_embeddings.weight"] = (npos, hid)
+    exp[T + "embeddings.token_type_embeddings.weight"] = (ntype, hid)
+    exp[T + "embeddings.LayerNorm.weight"] = (hid,)
+    exp[T + "embeddings.LayerNorm.bias"] = (hid,)
+    layers = sorted(set(int(m.group(1)) for k in sd for m in [re.match(re.escape(T) + r"encoder\.layer\.(\d+)\.", k)] if m))
+    if not layers or layers != list(range(len(layers))):
+        raise ConvertError("text encoder layers must be 0..L-1, found %s" % layers)
+    inter = shape(T + "encoder.layer.0.intermediate.dense.weight")[0]
+    if hid % heads:
+        raise ConvertError("hidden size %d is not divisible by --text-heads %d" % (hid, heads))
+    for L in layers:
+        pre = T + "encoder.layer.%d." % L
+        for m in ("query", "key", "value"):
+            exp[pre + "attention.self.%s.weight" % m] = (hid, hid)
+            exp[pre + "attention.self.%s.bias" % m] = (hid,)
+        exp[pre + "attention.output.dense.weight"] = (hid, hid)
+        exp[pre + "attention.output.dense.bias"] = (hid,)
+        exp[pre + "attention.output.LayerNorm.weight"] = (hid,)
+        exp[pre + "attention.output.LayerNorm.bias"] = (hid,)
+        exp[pre + "intermediate.dense.weight"] = (inter, hid)
+        exp[pre + "intermediate.dense.bias"] = (inter,)
+        exp[pre + "output.dense.weight"] = (hid, inter)
+        exp[pre + "output.dense.bias"] = (hid,)
+        exp[pre + "output.LayerNorm.weight"] = (hid,)
+        exp[pre + "output.LayerNorm.bias"] = (hid,)
+    exp.update({"text_proj.0.weight": (emb, hid), "text_proj.0.bias": (emb,),
+                "text_proj.2.weight": (emb, emb), "text_proj.2.bias": (emb,)})
+    cfg = {"n_mels": n_mels, "channels": chans, "embed": emb, "vocab": vocab, "hidden": hid, "layers": len(layers),
+           "heads": heads, "intermediate": inter, "positions": npos}
+    return exp, cfg
+
+
+def convert_clap(args):
+    sd = load_checkpoint(args.checkpoint)
+    kept = {k: v for k, v in sd.items() if not any(p.match(k) for p in SKIP)}
+    exp, cfg = clap_expected(kept, args.text_heads)
+    unknown = sorted(set(kept) - set(exp))
+    missing = sorted(set(exp) - set(kept))
+    if unknown:
+        raise ConvertError("unknown keys (not part of WavCaps CNN14-BERT CLAP): %s%s"
+                           % (", ".join(unknown[:10]), " ..." if len(unknown) > 10 else ""))
+    if missing:
+        raise ConvertError("missing keys: %s%s" % (", ".join(missing[:10]), " ..." if len(missing) > 10 else ""))
+    bad = ["%s has shape %s, expected %s" % (k, list(kept[k].shape), list(s)) for k, s in exp.items()
+           if tuple(kept[k].shape) != tuple(s)]
+    if bad:
+        raise ConvertError("inconsistent shapes: " + "; ".join(bad[:5]))
+    with open(args.vocab, "rb") as f:
+        vocab = f.read()
+    try:
+        tokens = vocab.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ConvertError("%s: vocabulary is not UTF-8: %s" % (args.vocab, e))
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    if len(tokens) != cfg["vocab"]:
+        raise ConvertError("%s has %d tokens but the word embeddings have %d rows"
+                           % (args.vocab, len(tokens), cfg["vocab"]))
+    for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+        if special not in tokens:
+            raise ConvertError("%s lacks %s" % (args.vocab, special))
+    out = {k: np.asarray(kept[k], dtype=np.float32) for k in sorted(exp)}
+    out["tokenizer.vocab"] = np.frombuffer(vocab, dtype=np.uint8)
+    meta = {
+        "wsac.format": "1", "wsac.model": "clap", "wsac.source": os.path.basename(args.checkpoint),
+        "clap.audio.n_mels": cfg["n_mels"], "clap.audio.channels": ",".join(map(str, cfg["channels"])),
+        "clap.audio.bn_eps": "1e-05", "clap.embed_dim": cfg["embed"],
+        "clap.text.layers": cfg["layers"], "clap.text.heads": cfg["heads"], "clap.text.hidden": cfg["hidden"],
+        "clap.text.intermediate": cfg["intermediate"], "clap.text.ln_eps": "1e-12",
+        "clap.text.max_len": args.max_len, "clap.text.vocab_size": cfg["vocab"],
+        "clap.text.lowercase": "1", "clap.text.max_word_chars": "100",
+    }
+    sttools.save(args.output, out, meta)
+    n = sum(v.size for k, v in out.items() if k != "tokenizer.vocab")
+    print("convert.py: wrote %s: %d tensors, %.1fM parameters; audio channels %s, text %d layers x %d, "
+          "embedding %d" % (args.output, len(out), n / 1e6, cfg["channels"], cfg["layers"], cfg["hidden"],
+                            cfg["embed"]), file=sys.stderr)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("clap", help="WavCaps CNN14-BERT CLAP checkpoint")
+    c.add_argument("checkpoint")
+    c.add_argument("--vocab", required=True, help="bert-base-uncased vocab.txt")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--text-heads", type=int, default=12, help="attention heads (12 for BERT-base)")
+    c.add_argument("--max-len", type=int, default=30, help="max text tokens incl. [CLS] [SEP] (30)")
+    args = ap.parse_args(argv)
+    try:
+        convert_clap(args)
+    except ConvertError as e:
+        print("convert.py: error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
