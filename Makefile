@@ -71,6 +71,10 @@ $(B)/lib $(B)/filters $(B)/tests $(BIN):
 check: all
 	@sh tests/run.sh
 
+# Tests on full-size (random-weight) models: minutes, not seconds.
+check-full: all
+	@sh tests/run.sh --full
+
 # The main job on bundled input.
 demo: all
 	@sh pipelines/demo
