@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -128,7 +129,7 @@ struct ws_reader {
     size_t cap, beg, end;
     int eof;
     size_t scan_pos;   /* scanner state for the object at buf+beg */
-    uint64_t scan_rem; /* items still to walk; 0: not started */
+    uint64_t scan_rem; /* items still to walk (when scan_pos > 0) */
     int state;
     long nobj;         /* objects completed */
     long seg_records, total_records;
@@ -228,7 +229,9 @@ static uint64_t be(const uint8_t *p, int n) {
 static int scan_object(ws_reader *r, size_t *len) {
     const uint8_t *p = r->buf + r->beg;
     size_t n = r->end - r->beg, pos = r->scan_pos;
-    uint64_t rem = r->scan_rem ? r->scan_rem : 1;
+    /* pos 0: a new object (one item to walk); otherwise resume, where rem may
+     * be 0 if only the tail of the last payload was missing */
+    uint64_t rem = pos ? r->scan_rem : 1;
     size_t maxb = ws_max_record_bytes();
     while (rem > 0) {
         if (pos >= n) goto need;
@@ -694,6 +697,16 @@ int ws_reader_next(ws_reader *r, ws_record *rec) {
     }
 }
 
+int ws_reader_ready(ws_reader *r) {
+    size_t len;
+    if (r->err[0] || r->eof) return 1;
+    /* complete or invalid: either way next() will not wait (the scanner
+     * keeps its progress on an incomplete object, so this costs nothing) */
+    if (r->end > r->beg && scan_object(r, &len) != 0) return 1;
+    struct pollfd p = {r->fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
+}
+
 /* ------------------------------------------------------------------ writer */
 
 struct ws_writer {
@@ -838,6 +851,16 @@ void ws_put_int(ws_writer *w, const char *name, int64_t v) {
 
 void ws_put_float(ws_writer *w, const char *name, double v) {
     if (add_name(w, name)) msgpack_pack_double(&w->pk, v);
+}
+
+void ws_put_str_array(ws_writer *w, const char *name, const char *const *s, int n) {
+    if (!add_name(w, name)) return;
+    msgpack_pack_array(&w->pk, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(s[i]);
+        msgpack_pack_str(&w->pk, len);
+        msgpack_pack_str_body(&w->pk, s[i], len);
+    }
 }
 
 void ws_put_fields_except(ws_writer *w, const ws_record *rec, const char *const *except) {

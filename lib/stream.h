@@ -85,6 +85,10 @@ enum { WS_EOF = 0, WS_RECORD = 1, WS_ERROR = -1 };
  * WS_ERROR: malformed or truncated stream; ws_reader_error() says why. */
 int ws_reader_next(ws_reader *r, ws_record *rec);
 const char *ws_reader_error(const ws_reader *r);
+/* 1 if ws_reader_next() would not wait for input that has not arrived yet
+ * (a whole object is buffered, or the descriptor is readable or at EOF):
+ * lets a filter batch what is ready without holding back a stream. */
+int ws_reader_ready(ws_reader *r);
 
 /* The first segment's header tool name and its params map re-encoded as
  * msgpack (for provenance in a downstream header); NULL before the first
@@ -130,6 +134,8 @@ void ws_put_tensor(ws_writer *w, const char *name, ws_dtype dtype, int ndim, con
 void ws_put_str(ws_writer *w, const char *name, const char *s, size_t len);
 void ws_put_int(ws_writer *w, const char *name, int64_t v);
 void ws_put_float(ws_writer *w, const char *name, double v);
+/* an array of n strings */
+void ws_put_str_array(ws_writer *w, const char *name, const char *const *s, int n);
 /* Pass on every field of rec not named in `except` (NULL-terminated) and not
  * already put in this record. */
 void ws_put_fields_except(ws_writer *w, const ws_record *rec, const char *const *except);

@@ -429,12 +429,52 @@ static void test_bad(void) {
     (void)k;
 }
 
+/* Regression: an object whose last payload bytes arrive in the next read
+ * must not be mistaken for the start of another. Shift the records across
+ * the 64 KiB read boundary at every byte alignment. */
+static void test_boundaries(void) {
+    int bad = -1;
+    char tool[600];
+    float v[96];
+    for (int i = 0; i < 96; i++) v[i] = (float)i;
+    int64_t shape[1] = {96};
+    for (int shift = 0; shift < 500 && bad < 0; shift++) {
+        memset(tool, 'x', (size_t)shift + 1);
+        tool[shift + 1] = 0;
+        const char *p = path_for("shift.mp");
+        FILE *f = fopen(p, "wb");
+        ws_writer *w = ws_writer_open(f, tool, NULL, 0, NULL);
+        for (int k = 0; k < 160; k++) {
+            char key[32], text[32];
+            snprintf(key, sizeof key, "m%d#1", k);
+            snprintf(text, sizeof text, "caption %d", k);
+            ws_begin(w, key);
+            ws_put_tensor(w, "emb", DT_F32, 1, shape, v);
+            ws_put_str(w, "text", text, strlen(text));
+            ws_end(w);
+        }
+        ws_writer_close(w);
+        fclose(f);
+        ws_reader *r = ws_reader_open_path(p);
+        ws_record rec;
+        int n = 0, s;
+        while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
+            if (!rec.err[0]) n++;
+            ws_record_free(&rec);
+        }
+        if (s != WS_EOF || n != 160) bad = shift;
+        ws_reader_close(r);
+    }
+    CHECKF(bad < 0, "boundaries: records straddling the 64 KiB read size at every alignment", "shift %d", bad);
+}
+
 int main(void) {
     tool_init("test_stream");
     if (!mkdtemp(dir)) return 2;
     test_roundtrip();
     test_truncation();
     test_bad();
+    test_boundaries();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) return 2;
