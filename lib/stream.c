@@ -621,10 +621,13 @@ static int parse_trailer(ws_reader *r, const msgpack_object *m) {
     return 0;
 }
 
-int ws_reader_next(ws_reader *r, ws_record *rec) {
+/* One step of reading; header_only: stop (returning 2) once a header has
+ * been read, before any record. */
+static int reader_step(ws_reader *r, ws_record *rec, int header_only) {
     memset(rec, 0, sizeof *rec);
     if (r->err[0]) return WS_ERROR;
     for (;;) {
+        if (header_only && r->tool) return 2;
         size_t len = 0;
         int s = r->end > r->beg ? scan_object(r, &len) : 0;
         if (s < 0) return WS_ERROR;
@@ -697,6 +700,15 @@ int ws_reader_next(ws_reader *r, ws_record *rec) {
     }
 }
 
+int ws_reader_next(ws_reader *r, ws_record *rec) { return reader_step(r, rec, 0); }
+
+int ws_reader_header(ws_reader *r) {
+    ws_record rec;
+    int s = reader_step(r, &rec, 1);
+    if (s == WS_RECORD) ws_record_free(&rec); /* cannot happen: a header comes first */
+    return s == 2 ? 0 : -1;
+}
+
 int ws_reader_ready(ws_reader *r) {
     size_t len;
     if (r->err[0] || r->eof) return 1;
@@ -752,8 +764,10 @@ static void pack_cstr(msgpack_packer *pk, const char *s) {
     msgpack_pack_str_body(pk, s, n);
 }
 
-ws_writer *ws_writer_open(FILE *f, const char *tool, const ws_param *params, int nparams,
-                          const ws_reader *up) {
+ws_writer *ws_writer_open(FILE *f, const char *tool, const ws_param *params, int nparams, ws_reader *up) {
+    /* the input's header, for provenance; a bad input is reported by the
+     * caller's next ws_reader_next() */
+    if (up && !up->tool) ws_reader_header(up);
     ws_writer *w = xcalloc(1, sizeof *w);
     w->f = f;
     if (up) ws_writer_add_upstream(w, up);

@@ -90,6 +90,10 @@ const char *ws_reader_error(const ws_reader *r);
  * lets a filter batch what is ready without holding back a stream. */
 int ws_reader_ready(ws_reader *r);
 
+/* Read up to and including the first header (blocks until it arrives):
+ * 0, or -1 when the input is empty or not a stream (the reason is returned
+ * by the next ws_reader_next() as well). */
+int ws_reader_header(ws_reader *r);
 /* The first segment's header tool name and its params map re-encoded as
  * msgpack (for provenance in a downstream header); NULL before the first
  * ws_reader_next(). */
@@ -125,7 +129,7 @@ typedef struct ws_writer ws_writer;
  * as "input" and, at ws_writer_close, the failures its trailers reported are
  * carried into ours; it must stay open until then. */
 ws_writer *ws_writer_open(FILE *f, const char *tool, const ws_param *params, int nparams,
-                          const ws_reader *upstream);
+                          ws_reader *upstream);
 /* Carry the failures reported by another input's trailers too. */
 void ws_writer_add_upstream(ws_writer *w, const ws_reader *up);
 void ws_begin(ws_writer *w, const char *key);
