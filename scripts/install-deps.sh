@@ -12,8 +12,8 @@ export DEBIAN_FRONTEND=noninteractive
 BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
        libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev libcsv-dev"
 # tests and benchmarks: Debian's Python with the PyTorch reference, GNU time,
-# groff to check the man pages
+# groff to check the man pages, GNU parallel for the sharding tests
 TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio
-      python3-soundfile time groff-base"
+      python3-soundfile time groff-base parallel"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $BUILD $TEST
