@@ -414,12 +414,12 @@ static int parse_tensor(const msgpack_object *m, ws_tensor *t, char *err, size_t
     strncat(shs, "]", sizeof shs - strlen(shs) - 1);
     uint64_t nbytes;
     if (overflow || __builtin_mul_overflow(numel, (uint64_t)ws_dtype_size(t->dtype), &nbytes)) {
-        snprintf(err, errlen, "shape %s declares more elements than can exist (data has %u bytes)", shs,
+        snprintf(err, errlen, "shape %.120s declares more elements than can exist (data has %u bytes)", shs,
                  da->via.bin.size);
         return -1;
     }
     if (nbytes != da->via.bin.size) {
-        snprintf(err, errlen, "shape %s of %s declares %" PRIu64 " elements = %" PRIu64
+        snprintf(err, errlen, "shape %.120s of %s declares %" PRIu64 " elements = %" PRIu64
                  " bytes, but data has %u bytes", shs, ws_dtype_name(t->dtype), numel, nbytes,
                  da->via.bin.size);
         return -1;
@@ -488,7 +488,7 @@ static void build_record(ws_reader *r, const msgpack_object *m, ws_record *rec) 
         switch (v->type) {
         case MSGPACK_OBJECT_MAP:
             if (map_get(v, "dtype")) {
-                char why[240];
+                char why[400];
                 f->kind = WF_TENSOR;
                 if (parse_tensor(v, &f->t, why, sizeof why)) {
                     set_rec_err(rec, "field \"%s\": %s", fname, why);
