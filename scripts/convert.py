@@ -2,6 +2,7 @@
 """Convert published checkpoints to wsac model files (safetensors, fp32).
 
   python3 scripts/convert.py clap CKPT.pt --vocab VOCAB.txt -o clap.safetensors
+  python3 scripts/convert.py decoder CKPT.pt [--vocab VOCAB.txt] [--heads 4] -o decoder.safetensors
 
 clap: a WavCaps CLAP checkpoint (torch.save'd dict whose 'model' holds the
 ASE state_dict: audio_encoder.audio_enc.*, audio_proj.*,
@@ -16,6 +17,17 @@ unknown or missing keys, or inconsistent shapes, naming them.
 Sizes are read from the tensors, so the same code converts the full model and
 reduced test models; only the number of attention heads cannot be read from
 weights (--text-heads, 12 for BERT-base).
+
+decoder: a WSAC TextDecoder state_dict (train.py's epoch-N.pt / best_model.pt:
+clap_project.model.0.*, decoder.transformer.*, decoder.lm_head.weight), bare
+or under 'model'. Writes the published names and layouts unchanged (HF
+Conv1D weights stay [in, out]); skips the causal-mask buffers attn.bias and
+attn.masked_bias; drops decoder.lm_head.weight after checking that it equals
+wte (the head is tied; an untied head is refused). The heads count cannot be
+read from weights (--heads, 4 as in WSAC's decoder_config.pkl). The BERT
+vocabulary (default: data/bert-base-uncased-vocab.txt) goes in as
+'tokenizer.vocab'; it may be smaller than the embedding (50257 rows in the
+published model: ids >= 30522 are never emitted).
 """
 import argparse
 import os
@@ -171,6 +183,100 @@ def convert_clap(args):
                             cfg["embed"]), file=sys.stderr)
 
 
+D = "decoder.transformer."
+DEC_SKIP = re.compile(r"^" + re.escape(D) + r"h\.\d+\.attn\.(bias|masked_bias)$")
+DEFAULT_VOCAB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                             "bert-base-uncased-vocab.txt")
+
+
+def read_vocab(path, rows):
+    """The vocab.txt bytes, checked: UTF-8, the BERT special tokens, at most `rows` tokens."""
+    try:
+        with open(path, "rb") as f:
+            vocab = f.read()
+    except OSError as e:
+        raise ConvertError("%s: %s" % (path, e.strerror))
+    try:
+        tokens = vocab.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ConvertError("%s: vocabulary is not UTF-8: %s" % (path, e))
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    if len(tokens) > rows:
+        raise ConvertError("%s has %d tokens but the token embedding only %d rows" % (path, len(tokens), rows))
+    for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+        if special not in tokens:
+            raise ConvertError("%s lacks %s" % (path, special))
+    return vocab, len(tokens)
+
+
+def decoder_expected(sd, heads):
+    def shape(k):
+        if k not in sd:
+            raise ConvertError("missing key %s" % k)
+        return sd[k].shape
+
+    vocab, C = shape(D + "wte.weight")
+    P = shape(D + "wpe.weight")[0]
+    E = shape("clap_project.model.0.weight")[1]
+    layers = sorted(set(int(m.group(1)) for k in sd for m in [re.match(re.escape(D) + r"h\.(\d+)\.", k)] if m))
+    if not layers or layers != list(range(len(layers))):
+        raise ConvertError("decoder layers must be h.0..h.N-1, found %s" % layers)
+    Fi = shape(D + "h.0.mlp.c_fc.weight")[1]
+    if heads < 1 or C % heads:
+        raise ConvertError("width %d is not divisible by --heads %d" % (C, heads))
+    exp = {"clap_project.model.0.weight": (C, E), "clap_project.model.0.bias": (C,),
+           D + "wte.weight": (vocab, C), D + "wpe.weight": (P, C),
+           D + "ln_f.weight": (C,), D + "ln_f.bias": (C,)}
+    for i in layers:
+        p = D + "h.%d." % i
+        exp.update({p + "ln_1.weight": (C,), p + "ln_1.bias": (C,),
+                    p + "attn.c_attn.weight": (C, 3 * C), p + "attn.c_attn.bias": (3 * C,),
+                    p + "attn.c_proj.weight": (C, C), p + "attn.c_proj.bias": (C,),
+                    p + "ln_2.weight": (C,), p + "ln_2.bias": (C,),
+                    p + "mlp.c_fc.weight": (C, Fi), p + "mlp.c_fc.bias": (Fi,),
+                    p + "mlp.c_proj.weight": (Fi, C), p + "mlp.c_proj.bias": (C,)})
+    cfg = {"vocab": vocab, "width": C, "positions": P, "prefix": E, "layers": len(layers), "inner": Fi}
+    return exp, cfg
+
+
+def convert_decoder(args):
+    sd = load_checkpoint(args.checkpoint)
+    kept = {k: v for k, v in sd.items() if not DEC_SKIP.match(k)}
+    head = kept.pop("decoder.lm_head.weight", None)
+    exp, cfg = decoder_expected(kept, args.heads)
+    unknown = sorted(set(kept) - set(exp))
+    missing = sorted(set(exp) - set(kept))
+    if unknown:
+        raise ConvertError("unknown keys (not part of the WSAC TextDecoder): %s%s"
+                           % (", ".join(unknown[:10]), " ..." if len(unknown) > 10 else ""))
+    if missing:
+        raise ConvertError("missing keys: %s%s" % (", ".join(missing[:10]), " ..." if len(missing) > 10 else ""))
+    bad = ["%s has shape %s, expected %s" % (k, list(kept[k].shape), list(s)) for k, s in exp.items()
+           if tuple(kept[k].shape) != tuple(s)]
+    if bad:
+        raise ConvertError("inconsistent shapes: " + "; ".join(bad[:5]))
+    if head is not None and not np.array_equal(head, kept[D + "wte.weight"]):
+        raise ConvertError("decoder.lm_head.weight differs from %swte.weight: an untied output head is not "
+                           "supported (the published decoder ties them)" % D)
+    vocab, ntok = read_vocab(args.vocab, cfg["vocab"])
+    out = {k: np.asarray(kept[k], dtype=np.float32) for k in exp}
+    for k, v in out.items():
+        if not np.all(np.isfinite(v)):
+            raise ConvertError("%s has NaN or infinite values" % k)
+    out["tokenizer.vocab"] = np.frombuffer(vocab, dtype=np.uint8)
+    meta = {
+        "wsac.format": "1", "wsac.model": "decoder", "wsac.source": os.path.basename(args.checkpoint),
+        "decoder.layers": cfg["layers"], "decoder.heads": args.heads, "decoder.ln_eps": "1e-05",
+        "decoder.activation": "gelu_new", "decoder.vocab_size": cfg["vocab"],
+    }
+    sttools.save(args.output, out, meta)
+    n = sum(v.size for k, v in out.items() if k != "tokenizer.vocab")
+    print("convert.py: wrote %s: %d tensors, %.1fM parameters; %d layers x %d heads, width %d, vocab %d "
+          "(tokenizer %d), prefix %d" % (args.output, len(out), n / 1e6, cfg["layers"], args.heads, cfg["width"],
+                                          cfg["vocab"], ntok, cfg["prefix"]), file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -180,9 +286,17 @@ def main(argv=None):
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--text-heads", type=int, default=12, help="attention heads (12 for BERT-base)")
     c.add_argument("--max-len", type=int, default=30, help="max text tokens incl. [CLS] [SEP] (30)")
+    d = sub.add_parser("decoder", help="WSAC TextDecoder state_dict (clap_project + GPT-2)")
+    d.add_argument("checkpoint")
+    d.add_argument("--vocab", default=DEFAULT_VOCAB, help="BERT vocab.txt (default: the bundled bert-base-uncased)")
+    d.add_argument("-o", "--output", required=True)
+    d.add_argument("--heads", type=int, default=4, help="attention heads (4 in WSAC's decoder_config.pkl)")
     args = ap.parse_args(argv)
     try:
-        convert_clap(args)
+        if args.what == "decoder":
+            convert_decoder(args)
+        else:
+            convert_clap(args)
     except ConvertError as e:
         print("convert.py: error: %s" % e, file=sys.stderr)
         return 2
