@@ -42,7 +42,7 @@ TEST_BINS := $(TEST_SRC:tests/c/%.c=$(B)/tests/%)
 MAN1      := $(wildcard man/man1/*.1)
 MAN5      := $(wildcard man/man5/*.5)
 
-.PHONY: all check check-full demo install uninstall clean bench deps
+.PHONY: all check check-full check-san demo install uninstall clean bench deps
 all: deps $(TOOL_BINS) $(TEST_BINS)
 
 deps:
@@ -70,6 +70,11 @@ $(B)/lib $(B)/filters $(B)/tests $(BIN):
 # The whole test suite; ends with "N passed, N failed".
 check: all
 	@sh tests/run.sh
+
+# The whole suite again on an ASan + UBSan (+ LeakSanitizer) build: any report fails.
+check-san:
+	@$(MAKE) -s SAN=1 all
+	@WSAC_SAN=1 WSAC_BIN=$(CURDIR)/bin-san WSAC_BUILD=$(CURDIR)/build-san sh tests/run.sh
 
 # Tests on full-size (random-weight) models: minutes, not seconds.
 check-full: all

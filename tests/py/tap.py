@@ -7,6 +7,11 @@ BIN = os.environ.get("WSAC_BIN", os.path.join(ROOT, "bin"))
 SHARED = os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared"))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
+# under a sanitizer build (WSAC_SAN=1, set by `make check-san`) valgrind cannot
+# run the binaries; ASan/LSan check the same things instead
+VALGRIND = not os.environ.get("WSAC_SAN") and any(
+    os.access(os.path.join(d, "valgrind"), os.X_OK) for d in os.environ.get("PATH", "").split(":"))
+
 _failed = 0
 
 

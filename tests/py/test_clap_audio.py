@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from tap import check, done, note, tool
+from tap import check, done, note, tool, VALGRIND
 import clapref
 import convert
 import signals
@@ -346,7 +346,7 @@ for args, why in [([], "no model"), (["--crop", "middle"], "first or center"), (
           p.stderr.decode(), p.stderr.decode())
 
 # ---------------------------------------------------------------- valgrind
-if shutil.which("valgrind"):
+if VALGRIND:
     two = stream("two.mp", [{"key": "a", "mel": mels["T65"]}, {"key": "b", "mel": mel(63)},
                             {"key": "c", "mel": mels["T301"]}, {"key": "d", "mel": mels["T127"]}])
     for args in (["-j", "2"], ["-j", "3", "--conv", "winograd"], ["-j", "2", "--conv", "im2col"], ["--naive"]):

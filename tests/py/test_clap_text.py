@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 import torch
 
-from tap import SHARED, check, done, note, tool, ROOT
+from tap import SHARED, check, done, note, tool, ROOT, VALGRIND
 import clapref
 import sttools
 import wsacstream as ws
@@ -319,7 +319,7 @@ for opts, why in [([], "model is required"), (["-m", MODEL, "--batch", "0"], "ou
           p.returncode == 1 and p.stdout == b"" and why in p.stderr.decode(), p.stderr.decode())
 
 # ---------------------------------------------------------------- valgrind
-if shutil.which("valgrind"):
+if VALGRIND:
     small = lines([("a", "A dog barks."), ("b", ""), ("c", "Rain on a tin roof, then thunder")]) + b"\xff\n"
     p = subprocess.run(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=all", "--error-exitcode=99",
                         tool("clap-text"), "-q", "-j", "2", "--batch", "2", "-m", MODEL], input=small,

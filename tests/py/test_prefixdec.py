@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from tap import ROOT, SHARED, check, done, note, tool
+from tap import ROOT, SHARED, check, done, note, tool, VALGRIND
 import decref
 import sttools
 import wsacstream as ws
@@ -348,7 +348,7 @@ check("resume: the resumed run ends bit-identical to the uninterrupted one (mome
 note("SIGTERM stopped the run at epoch %s, batch %s (mid-epoch: %s)" % (msig.get("train.epoch"), msig.get("train.batch"), stopped_mid))
 rc, _, err = run("train", write("other.mp", [{"key": "z%d" % i, "emb": emb20[i], "text": c["text"]} for i, c in enumerate(caps20)]),
                  "--resume", path("sigmid.st"), "-j", 1)
-check("resume: other training data are refused", rc == 2 and "differ from those of the run being resumed" in err, err)
+check("resume: other training data are refused", rc == 2 and "differ from those of the run being resumed" in err, "rc=%s %s" % (rc, err))
 
 # SIGKILL at random moments: the checkpoint always loads
 many = text_stream("many.mp", captions(8, 500), unit(rng.standard_normal((8, cfg.prefix))))
@@ -386,7 +386,7 @@ check("train without --init: a new model (its vocab built in, prefix width from 
       rc == 0 and mfresh.get("decoder.vocab_size") == "30522" and mfresh.get("decoder.layers") == "1", err)
 rc, out, err = run("decode", "-m", path("fresh.st"), path("dec.mp"), "-j", 1, "-q")
 check("a trained checkpoint decodes", rc == 0 and len(out.splitlines()) == ND, err)
-if subprocess.run(["which", "valgrind"], capture_output=True).returncode == 0:
+if VALGRIND:
     vg = ["valgrind", "--error-exitcode=9", "--leak-check=full", "--errors-for-leak-kinds=definite", "-q"]
     two = write("two.mp", [{"key": "k%d" % i, "emb": embd[i]} for i in range(2)])
     p1 = subprocess.run(vg + [PD, "decode", "-m", path("stop.st"), "--beam", "2", "--max-len", "6", two, "-j", "2",
