@@ -301,21 +301,26 @@ static void test_open_errors(void) {
     write_bytes(p, "\x03\0\0\0\0\0\0\0{}", 10);
     expect_fail_path("header length > file", p, "header length 3 exceeds the 2 bytes that follow it", NULL);
     write_bytes(p, "\0\0\0\0\0\0\0\x80{}", 10);
-    expect_fail_path("header length 2^63", p, "header length 9223372036854775808 exceeds the limit of 100000000", NULL);
+    expect_fail_path("header length 2^63", p, "header length 9223372036854775808 exceeds the limit of 16777216", NULL);
     write_bytes(p, "\xff\xff\xff\xff\xff\xff\xff\xff{}", 10);
     expect_fail_path("header length 2^64-1", p, "header length 18446744073709551615 exceeds the limit", NULL);
 
-    /* a sparse file big enough for a 100 MB + 1 header: the limit, not the size, refuses it */
+    /* a sparse file big enough for a header one byte over the limit: the limit, not the size, refuses it */
     uint64_t big = ST_MAX_HEADER + 1;
     int fd = open(p, O_WRONLY | O_TRUNC);
     int ok = fd >= 0 && write(fd, &big, 8) == 8 && ftruncate(fd, (off_t)(8 + big + 16)) == 0 && close(fd) == 0;
-    CHECK(ok, "sparse 100 MB file written");
-    expect_fail_path("header length 100,000,001", p, "header length 100000001 exceeds the limit of 100000000", NULL);
+    CHECK(ok, "sparse file written");
+    expect_fail_path("header length 16 MiB + 1", p, "header length 16777217 exceeds the limit of 16777216", NULL);
     /* exactly the limit is allowed (and then fails as JSON: the header is zeros) */
     big = ST_MAX_HEADER;
     fd = open(p, O_WRONLY);
     ok = fd >= 0 && write(fd, &big, 8) == 8 && close(fd) == 0;
-    expect_fail_path("header length 100,000,000 is not over the limit", p, "header is not valid JSON", NULL);
+    expect_fail_path("header length of exactly 16 MiB is not over the limit", p, "header is not valid JSON", NULL);
+    /* issue 6: a 100 MB header is refused before anything is allocated for it */
+    big = 100000000;
+    fd = open(p, O_WRONLY | O_TRUNC);
+    ok = fd >= 0 && write(fd, &big, 8) == 8 && ftruncate(fd, (off_t)(8 + big + 16)) == 0 && close(fd) == 0;
+    expect_fail_path("a 100 MB header is refused", p, "header length 100000000 exceeds the limit of 16777216", NULL);
     unlink(p);
 
     expect_fail("zero header length", "", 0, "header is not valid JSON", NULL);
