@@ -621,16 +621,22 @@ static int parse_trailer(ws_reader *r, const msgpack_object *m) {
     return 0;
 }
 
-/* One step of reading; header_only: stop (returning 2) once a header has
- * been read, before any record. */
-static int reader_step(ws_reader *r, ws_record *rec, int header_only) {
+enum { STEP_NORMAL, STEP_HEADER, STEP_PEEK };
+enum { STEP_HEADER_READ = 2, STEP_WOULD_BLOCK = 4, STEP_RECORD_READY = 5 };
+
+/* One step of reading. STEP_HEADER: stop once a header has been read.
+ * STEP_PEEK: consume headers and trailers already buffered, but never read
+ * more and never consume a record: STEP_RECORD_READY when a whole record is
+ * buffered, STEP_WOULD_BLOCK when more input is needed. */
+static int reader_step(ws_reader *r, ws_record *rec, int mode) {
     memset(rec, 0, sizeof *rec);
     if (r->err[0]) return WS_ERROR;
     for (;;) {
-        if (header_only && r->tool) return 2;
+        if (mode == STEP_HEADER && r->tool) return STEP_HEADER_READ;
         size_t len = 0;
         int s = r->end > r->beg ? scan_object(r, &len) : 0;
         if (s < 0) return WS_ERROR;
+        if (s == 0 && mode == STEP_PEEK && !r->eof) return STEP_WOULD_BLOCK;
         if (s == 0) {
             if (r->eof) {
                 if (r->end > r->beg) {
@@ -659,6 +665,11 @@ static int reader_step(ws_reader *r, ws_record *rec, int header_only) {
             return WS_ERROR;
         }
         const msgpack_object *m = &up.data;
+        if (mode == STEP_PEEK && m->type == MSGPACK_OBJECT_MAP && r->state == ST_SEGMENT &&
+            !((map_get(m, "end") || map_get(m, "format")) && !map_get(m, "key"))) {
+            msgpack_unpacked_destroy(&up); /* a record: leave it for ws_reader_next */
+            return STEP_RECORD_READY;
+        }
         int ret = 2; /* 2: keep reading, 1: record, -1: error */
         if (m->type != MSGPACK_OBJECT_MAP) {
             rerr(r, "not a wsac tensor stream: object is %s, not a map", kind_name(m->type));
@@ -700,21 +711,24 @@ static int reader_step(ws_reader *r, ws_record *rec, int header_only) {
     }
 }
 
-int ws_reader_next(ws_reader *r, ws_record *rec) { return reader_step(r, rec, 0); }
+int ws_reader_next(ws_reader *r, ws_record *rec) { return reader_step(r, rec, STEP_NORMAL); }
 
 int ws_reader_header(ws_reader *r) {
     ws_record rec;
-    int s = reader_step(r, &rec, 1);
+    int s = reader_step(r, &rec, STEP_HEADER);
     if (s == WS_RECORD) ws_record_free(&rec); /* cannot happen: a header comes first */
-    return s == 2 ? 0 : -1;
+    return s == STEP_HEADER_READ ? 0 : -1;
 }
 
 int ws_reader_ready(ws_reader *r) {
-    size_t len;
     if (r->err[0] || r->eof) return 1;
-    /* complete or invalid: either way next() will not wait (the scanner
-     * keeps its progress on an incomplete object, so this costs nothing) */
-    if (r->end > r->beg && scan_object(r, &len) != 0) return 1;
+    /* Buffered headers and trailers are consumed here: after a trailer,
+     * next() would wait for EOF or another segment, holding back a batch
+     * whose producer keeps its end of the pipe open. */
+    ws_record rec;
+    int s = reader_step(r, &rec, STEP_PEEK);
+    if (s != STEP_WOULD_BLOCK) return 1; /* a record, an error or EOF: next() will not wait */
+    if (r->end > r->beg) return 0;       /* part of an object: the rest has not come */
     struct pollfd p = {r->fd, POLLIN, 0};
     return poll(&p, 1, 0) > 0;
 }

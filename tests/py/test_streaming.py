@@ -1,5 +1,6 @@
 """Records are flushed as written: the first output record leaves a tool
 before its last input has been read, so pipelines stream."""
+import io
 import os
 import select
 import subprocess
@@ -70,6 +71,23 @@ proc.stdin.close()
 objs = read_objects(proc, 2)
 proc.wait(timeout=20)
 check("wsac-cat: the rest follows, with a trailer", len(objs) == 2 and objs[1].get("records") == 2)
+
+# a batching filter (nnproj) fed a whole stream, trailer included, by a
+# producer that keeps the pipe open: every record comes out without waiting
+# for EOF (regression: the batch used to wait behind the trailer)
+mem = os.path.join(tmp, "mem.mp")
+with open(mem, "wb") as f:
+    ws.write_stream(f, "test", [{"key": "m%d" % i, "emb": np.eye(8, dtype=np.float32)[i]} for i in range(8)])
+proc = subprocess.Popen([tool("nnproj"), "-q", "-M", mem, "--method", "nnd"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+buf = io.BytesIO()
+ws.write_stream(buf, "test", [{"key": "q%d" % i, "emb": np.eye(8, dtype=np.float32)[i]} for i in range(3)])
+proc.stdin.write(buf.getvalue())
+proc.stdin.flush()
+objs = read_objects(proc, 4)
+check("nnproj: a complete stream from an open pipe comes out whole before EOF",
+      len(objs) == 4 and [o.get("key") for o in objs[1:]] == ["q0", "q1", "q2"], [o.get("key") for o in objs])
+proc.stdin.close()
+proc.wait(timeout=20)
 
 # wsac-dump prints each record's line as it arrives
 proc = subprocess.Popen([tool("wsac-dump"), "-q"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
