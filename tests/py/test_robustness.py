@@ -57,6 +57,10 @@ put("truncated.wav", raw[: len(raw) // 3])
 # a WAV header declaring a data chunk of ~4 GB (1e9 frames: 9 hours) over 100 bytes of data
 put("huge-header.wav", b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 32000, 64000, 2, 16)
     + b"data" + struct.pack("<I", 0xFFFFFFE0) + b"\0" * 100)
+# an RF64 header declaring 10^12 frames over 100 bytes of data
+put("rf64-1e12.wav", b"RF64" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"ds64" + struct.pack("<IQQQI", 28, 2 * 10**12 + 36,
+    2 * 10**12, 10**12, 0) + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, 32000, 64000, 2, 16) + b"data" + struct.pack("<I", 0xFFFFFFFF)
+    + b"\0" * 100)
 # ten hours of 16-bit 32 kHz silence, as a sparse file
 ten = path("ten-hours.wav")
 n10 = 10 * 3600 * 32000
@@ -144,7 +148,7 @@ def run(tool_name, case, args, stdin=b"", want=(2,), kind="stream"):
 for case, f in [("nonexistent file", path("missing.wav")), ("a directory", tmp), ("text file", path("text.wav")),
                 ("empty file", path("empty.wav")), ("too short (200 samples)", path("short.wav")),
                 ("NaN samples", path("nan.wav")), ("header declares 9 hours, 100 bytes follow", path("huge-header.wav")),
-                ("ten-hour file (sparse)", ten)]:
+                ("RF64 header declares 10^12 frames", path("rf64-1e12.wav")), ("ten-hour file (sparse)", ten)]:
     run("wav2mel", case, ["-q", path("good.wav"), f], want=(3,))
 run("wav2mel", "truncated WAV (a third of it)", ["-q", path("truncated.wav")], want=(0,))
 run("wav2mel", "list line of 2 MB", ["-q"], stdin=path("good.wav").encode() + b"\n" + b"x" * (2 << 20) + b"\n", want=(3,))
