@@ -161,6 +161,12 @@ int audio_load(const char *path, const audio_opts *o, audio_buf *a, char *err, s
     if (resample && n > 0) {
         n = audio_resample(a->tmp, n, info.samplerate, sr, o->quality, &a->x, &a->xcap, err, errlen);
         if (n == (size_t)-1) return -1;
+        /* float files are not clipped: samples near FLT_MAX can overflow */
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(a->x[i])) {
+                snprintf(err, errlen, "samples too large: resampling made them infinite (first at output sample %zu)", i);
+                return -1;
+            }
     } else if (resample) {
         n = 0;
     }

@@ -39,6 +39,7 @@ struct cap_reader {
     char *buf;       /* the read(2) buffer */
     size_t cap;
     int eof, fini, started;
+    int bom_have;    /* bytes of a byte order mark seen before the first row */
     long cur_line;   /* line of the next byte given to libcsv */
     int in_row;      /* libcsv is inside a row */
     long row_line;   /* where that row started */
@@ -276,8 +277,13 @@ static void on_row(int c, void *data) {
 /* Give bytes to libcsv one line at a time, to know each row's first line. */
 static void feed(cap_reader *r, const char *s, size_t n) {
     while (n > 0) {
-        const char *nl = memchr(s, '\n', n);
-        size_t k = nl ? (size_t)(nl - s) + 1 : n;
+        /* a piece ends after a \n, or after a \r, where libcsv may end a row
+         * too: so a row's length is counted the same however read(2) split
+         * the input */
+        size_t k = 0;
+        while (k < n && s[k] != '\n' && s[k] != '\r') k++;
+        int nl = k < n && s[k] == '\n';
+        if (k < n) k++;
         if (r->skip_line) {
             if (nl) {
                 r->skip_line = 0;
@@ -325,8 +331,13 @@ static int fill(cap_reader *r) {
     do k = read(r->fd, r->buf, r->cap);
     while (k < 0 && errno == EINTR);
     if (k < 0) return -1;
+    static const char bom[] = "\xEF\xBB\xBF";
     if (k == 0) {
         r->eof = 1;
+        if (!r->started) { /* the input was the start of a BOM: it is data */
+            r->started = 1;
+            if (r->bom_have) feed(r, bom, (size_t)r->bom_have);
+        }
         if (!r->fini) {
             r->fini = 1;
             /* a quoted field still open (libcsv 3's public state: pstate 2 is
@@ -341,9 +352,16 @@ static int fill(cap_reader *r) {
     }
     char *s = r->buf;
     size_t n = (size_t)k;
-    if (!r->started) {
-        r->started = 1;
-        skip_bom(&s, &n);
+    /* a byte order mark, even when it comes over several reads */
+    while (!r->started && n > 0) {
+        if (*s == bom[r->bom_have]) {
+            s++;
+            n--;
+            if (++r->bom_have == 3) r->started = 1;
+        } else {
+            r->started = 1;
+            if (r->bom_have) feed(r, bom, (size_t)r->bom_have); /* not a BOM after all */
+        }
     }
     feed(r, s, n);
     return 1;

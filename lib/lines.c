@@ -64,6 +64,13 @@ int lr_next(line_reader *lr, char **line, size_t *len) {
                 continue;
             }
             lr->lineno++;
+            if (n > lr->max_line) {
+                /* too long even though it is all here: the same answer
+                 * however read(2) split the input (a final \r counts) */
+                *line = NULL;
+                *len = 0;
+                return LR_TOO_LONG;
+            }
             if (n > 0 && s[n - 1] == '\r') n--;
             s[n] = 0;
             *line = s;

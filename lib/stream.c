@@ -338,7 +338,7 @@ static const msgpack_object *map_get(const msgpack_object *m, const char *k) {
 
 static char *strndup_x(const char *s, size_t n) {
     char *p = xmalloc(n + 1);
-    memcpy(p, s, n);
+    if (n) memcpy(p, s, n); /* msgpack-c gives a NULL ptr for an empty str */
     p[n] = 0;
     return p;
 }
@@ -467,16 +467,17 @@ static void build_record(ws_reader *r, const msgpack_object *m, ws_record *rec) 
             } else set_rec_err(rec, "%s", why);
             continue;
         }
+        const char *kp = k->via.str.size ? k->via.str.ptr : ""; /* NULL when empty */
         char fname[64];
-        snprintf(fname, sizeof fname, "%.*s", (int)(k->via.str.size > 40 ? 40 : k->via.str.size), k->via.str.ptr);
-        if (!utf8_valid(k->via.str.ptr, k->via.str.size) || memchr(k->via.str.ptr, 0, k->via.str.size)) {
+        snprintf(fname, sizeof fname, "%.*s", (int)(k->via.str.size > 40 ? 40 : k->via.str.size), kp);
+        if (!utf8_valid(kp, k->via.str.size) || memchr(kp, 0, k->via.str.size)) {
             set_rec_err(rec, "a field name is not valid UTF-8");
             continue;
         }
         int dup = 0;
         for (int j = 0; j < rec->nfields; j++)
             if (strlen(rec->fields[j].name) == k->via.str.size &&
-                memcmp(rec->fields[j].name, k->via.str.ptr, k->via.str.size) == 0)
+                memcmp(rec->fields[j].name, kp, k->via.str.size) == 0)
                 dup = 1;
         if (dup) {
             set_rec_err(rec, "field \"%s\" appears twice", fname);
@@ -484,7 +485,7 @@ static void build_record(ws_reader *r, const msgpack_object *m, ws_record *rec) 
         }
         ws_field *f = &rec->fields[rec->nfields];
         memset(f, 0, sizeof *f);
-        f->name = strndup_x(k->via.str.ptr, k->via.str.size);
+        f->name = strndup_x(kp, k->via.str.size);
         switch (v->type) {
         case MSGPACK_OBJECT_MAP:
             if (map_get(v, "dtype")) {
@@ -546,6 +547,24 @@ static void build_record(ws_reader *r, const msgpack_object *m, ws_record *rec) 
     if (!rec->key) set_rec_err(rec, "no \"key\" field");
 }
 
+/* Containers nested in o, o included (0 for a scalar). */
+static int obj_depth(const msgpack_object *o) {
+    int d = 0;
+    if (o->type == MSGPACK_OBJECT_ARRAY) {
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            int k = obj_depth(&o->via.array.ptr[i]);
+            if (k > d) d = k;
+        }
+    } else if (o->type == MSGPACK_OBJECT_MAP) {
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            int k = obj_depth(&o->via.map.ptr[i].key), v = obj_depth(&o->via.map.ptr[i].val);
+            if (k > d) d = k;
+            if (v > d) d = v;
+        }
+    } else return 0;
+    return d + 1;
+}
+
 static int parse_header(ws_reader *r, const msgpack_object *m) {
     const msgpack_object *fmt = map_get(m, "format"), *ver = map_get(m, "version");
     if (!str_eq(fmt, WS_FORMAT)) {
@@ -571,9 +590,14 @@ static int parse_header(ws_reader *r, const msgpack_object *m) {
         msgpack_sbuffer_init(&sb);
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         msgpack_pack_object(&pk, *params);
-        r->params_raw = xmalloc(sb.size);
-        memcpy(r->params_raw, sb.data, sb.size);
-        r->params_raw_len = sb.size;
+        /* A writer re-embeds these params one level deeper (header.input.params):
+         * params nested so deep that msgpack-c (32 levels) would then refuse
+         * the writer's header, or absurdly large ones, are not carried. */
+        if (obj_depth(params) <= 30 && sb.size <= 65536) {
+            r->params_raw = xmalloc(sb.size);
+            memcpy(r->params_raw, sb.data, sb.size);
+            r->params_raw_len = sb.size;
+        }
         msgpack_sbuffer_destroy(&sb);
         r->params = xcalloc(params->via.map.size + 1, sizeof(num_param));
         for (uint32_t i = 0; i < params->via.map.size; i++) {
