@@ -42,7 +42,7 @@ TEST_BINS := $(TEST_SRC:tests/c/%.c=$(B)/tests/%)
 MAN1      := $(wildcard man/man1/*.1)
 MAN5      := $(wildcard man/man5/*.5)
 
-.PHONY: all check check-full check-san demo install uninstall clean bench deps
+.PHONY: all check check-full check-san fuzz fuzz-short demo install uninstall clean bench deps
 all: deps $(TOOL_BINS) $(TEST_BINS)
 
 deps:
@@ -76,6 +76,15 @@ check-san:
 	@$(MAKE) -s SAN=1 all
 	@WSAC_SAN=1 WSAC_BIN=$(CURDIR)/bin-san WSAC_BUILD=$(CURDIR)/build-san sh tests/run.sh
 
+# libFuzzer harnesses (tests/fuzz/, clang-14 + ASan/UBSan) into build-fuzz/.
+fuzz:
+	@sh tests/fuzz/build.sh
+
+# Every harness briefly (8 s each, about a minute), as CI does; longer runs:
+# sh tests/fuzz/run.sh SECONDS [NAME...] (see tests/fuzz/README.md).
+fuzz-short:
+	@sh tests/fuzz/run.sh 8
+
 # Tests on full-size (random-weight) models: minutes, not seconds.
 check-full: all
 	@sh tests/run.sh --full
@@ -97,4 +106,4 @@ uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(notdir $(MAN1):%=$(DESTDIR)$(MANDIR)/man1/%)
 
 clean:
-	rm -rf build build-san bin bin-san
+	rm -rf build build-san bin bin-san build-fuzz

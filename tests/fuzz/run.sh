@@ -76,5 +76,6 @@ for name in $names; do
     done
   fi
 done
-echo "fuzz: $(echo $names | wc -w) harnesses in $(( $(date +%s) - total_start )) s${failed:+; FAILED:$failed}"
+n=$(echo $names | wc -w); nf=$(echo $failed | wc -w)
+echo "fuzz: $(( n - nf )) passed, $nf failed ($n harnesses in $(( $(date +%s) - total_start )) s${failed:+; FAILED:$failed})"
 [ -z "$failed" ]
