@@ -3,7 +3,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <malloc.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include "audio.h"
 #include "lines.h"
 #include "mel.h"
+#include "pool.h"
 #include "stream.h"
 #include "util.h"
 
@@ -86,39 +87,26 @@ static void run_job(job *j, worker_state *ws) {
 
 typedef struct {
     job *jobs;
-    int njobs, next;
-    pthread_mutex_t mu;
-} pool;
+    int njobs;
+    atomic_int next;
+    worker_state *states;
+} batch;
 
-static void *worker(void *arg) {
-    void **a = arg;
-    pool *p = a[0];
-    worker_state *ms = a[1];
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        int i = p->next++;
-        pthread_mutex_unlock(&p->mu);
-        if (i >= p->njobs) break;
-        run_job(&p->jobs[i], ms);
-    }
-    return NULL;
+/* a pool task (lib/pool.h): threads take files first come, first served;
+ * which thread reads a file never changes its mel */
+static void batch_task(void *ctx, int tid, int nthreads) {
+    (void)nthreads;
+    batch *b = ctx;
+    for (int i; (i = atomic_fetch_add(&b->next, 1)) < b->njobs;) run_job(&b->jobs[i], &b->states[tid]);
 }
 
-static void run_batch(job *jobs, int n, worker_state *states, int threads) {
-    if (threads <= 1 || n == 1) {
+static void run_batch(job *jobs, int n, worker_state *states, thread_pool *tp) {
+    if (pool_threads(tp) <= 1 || n == 1) {
         for (int i = 0; i < n; i++) run_job(&jobs[i], &states[0]);
         return;
     }
-    pool p = {jobs, n, 0, PTHREAD_MUTEX_INITIALIZER};
-    pthread_t th[64];
-    void *args[64][2];
-    int nt = threads < n ? threads : n;
-    for (int t = 0; t < nt; t++) {
-        args[t][0] = &p;
-        args[t][1] = &states[t];
-        if (pthread_create(&th[t], NULL, worker, args[t])) die("cannot start a thread");
-    }
-    for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
+    batch b = {jobs, n, 0, states};
+    pool_run(tp, batch_task, &b);
 }
 
 static void emit(ws_writer *w, job *j) {
@@ -203,6 +191,7 @@ int main(int argc, char **argv) {
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     worker_state states[64];
     memset(states, 0, sizeof states);
+    thread_pool *tp = pool_new(threads);
     for (int t = 0; t < threads; t++) states[t].mel = mel_init(&mc);
 
     ws_param params[] = {
@@ -227,7 +216,7 @@ int main(int argc, char **argv) {
         for (int i = optind; i < argc;) {
             int n = 0;
             while (n < window && i < argc) make_job(&jobs[n++], NULL, argv[i++]);
-            run_batch(jobs, n, states, threads);
+            run_batch(jobs, n, states, tp);
             for (int k = 0; k < n; k++) emit(w, &jobs[k]);
             done += n;
             progress_update(&pr, done);
@@ -268,7 +257,7 @@ int main(int argc, char **argv) {
                 } else make_job(&jobs[n++], NULL, line);
             }
             if (n > 0) {
-                run_batch(jobs, n, states, threads);
+                run_batch(jobs, n, states, tp);
                 for (int k = 0; k < n; k++) emit(w, &jobs[k]);
                 done += n;
                 progress_update(&pr, done);
@@ -280,6 +269,7 @@ int main(int argc, char **argv) {
     long ok = ws_writer_records(w), failed = ws_writer_failed(w);
     ws_writer_close(w);
     close_stdout_or_die();
+    pool_free(tp);
     for (int t = 0; t < threads; t++) {
         mel_free(states[t].mel);
         audio_free(&states[t].audio);

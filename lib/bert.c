@@ -12,8 +12,6 @@
 
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,6 +21,7 @@
 #include <unistd.h>
 
 #include "nn.h"
+#include "pool.h"
 #include "util.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -370,124 +369,6 @@ static void gelu_erf(float *x, size_t n) {
 }
 
 /* ------------------------------------------------------------------------
- * Thread pool: the caller and n-1 workers run one task at a time, taking its
- * work items as they go (grab() below). Workers spin ~0.1 ms for the next
- * task (a forward pass is ~60 short tasks), then sleep on a condition
- * variable, so an idle clap-text waiting for input costs nothing. */
-typedef void task_fn(void *ctx, int tid, int nthreads);
-
-typedef struct {
-    int n;
-    pthread_t *th;
-    task_fn *fn;
-    void *ctx;
-    atomic_uint gen;    /* bumped to start a task (or to quit) */
-    atomic_int busy;    /* workers still running the current task */
-    atomic_int sleepers;
-    int quit;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-} pool;
-
-typedef struct {
-    pool *p;
-    int tid;
-} worker_arg;
-
-static inline void cpu_relax(void) {
-#if BERT_X86
-    __builtin_ia32_pause();
-#endif
-}
-
-static unsigned wait_gen(pool *p, unsigned seen) {
-    double t0 = now_seconds();
-    for (int i = 1;; i++) {
-        unsigned g = atomic_load(&p->gen);
-        if (g != seen) return g;
-        cpu_relax();
-        if (i % 256 == 0 && now_seconds() - t0 > 1e-4) break;
-    }
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->sleepers, 1);
-    unsigned g;
-    while ((g = atomic_load(&p->gen)) == seen) pthread_cond_wait(&p->cv, &p->mu);
-    atomic_fetch_sub(&p->sleepers, 1);
-    pthread_mutex_unlock(&p->mu);
-    return g;
-}
-
-static void *worker_main(void *arg) {
-    worker_arg *wa = arg;
-    pool *p = wa->p;
-    unsigned seen = 0;
-    for (;;) {
-        seen = wait_gen(p, seen);
-        if (p->quit) return NULL;
-        p->fn(p->ctx, wa->tid, p->n);
-        atomic_fetch_sub(&p->busy, 1);
-    }
-}
-
-static void wake(pool *p) {
-    if (atomic_load(&p->sleepers) > 0) {
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-
-static void pool_run(pool *p, task_fn *fn, void *ctx) {
-    if (p->n == 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store(&p->busy, p->n - 1);
-    atomic_fetch_add(&p->gen, 1);
-    wake(p);
-    fn(ctx, 0, p->n);
-    for (long i = 1; atomic_load(&p->busy) > 0; i++) {
-        cpu_relax();
-        if (i % 4096 == 0) sched_yield(); /* more threads than free cores */
-    }
-}
-
-static worker_arg *pool_start(pool *p, int n) {
-    memset(p, 0, sizeof *p);
-    p->n = n;
-    atomic_init(&p->gen, 0);
-    atomic_init(&p->busy, 0);
-    atomic_init(&p->sleepers, 0);
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    if (n == 1) return NULL;
-    p->th = xcalloc((size_t)n, sizeof(pthread_t));
-    worker_arg *args = xcalloc((size_t)n, sizeof(worker_arg));
-    for (int t = 1; t < n; t++) {
-        args[t].p = p;
-        args[t].tid = t;
-        if (pthread_create(&p->th[t], NULL, worker_main, &args[t])) die("cannot start a thread");
-    }
-    return args;
-}
-
-static void pool_stop(pool *p) {
-    if (p->n > 1) {
-        p->quit = 1;
-        atomic_fetch_add(&p->gen, 1);
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
-        for (int t = 1; t < p->n; t++) pthread_join(p->th[t], NULL);
-    }
-    free(p->th);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
-}
-
-/* ------------------------------------------------------------------------
  * Loading */
 
 static int failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -738,8 +619,7 @@ typedef struct {
 } att_scratch;
 
 struct bert_state {
-    pool pool;
-    worker_arg *args;
+    thread_pool *pool;
     int threads;
     size_t cap_t, cap_b;
     float *x, *q, *k, *v, *ctx, *tmp; /* [T, H] */
@@ -757,7 +637,7 @@ bert_state *bert_state_new(const bert_model *m, int threads) {
     bert_state *s = xcalloc(1, sizeof *s);
     s->threads = threads < 1 ? 1 : threads;
     s->att = xcalloc((size_t)s->threads, sizeof(att_scratch));
-    s->args = pool_start(&s->pool, s->threads);
+    s->pool = pool_new(s->threads);
     return s;
 }
 
@@ -774,8 +654,7 @@ static void free_acts(bert_state *s) {
 
 void bert_state_free(bert_state *s) {
     if (!s) return;
-    pool_stop(&s->pool);
-    free(s->args);
+    pool_free(s->pool);
     free_acts(s);
     free(s->cls);
     free(s->h1);
@@ -856,9 +735,9 @@ static int grab(fwd *F, int n, int chunk, int *lo, int *hi) {
     return 1;
 }
 
-static void run_task(fwd *F, task_fn *fn) {
+static void run_task(fwd *F, pool_fn *fn) {
     atomic_store(&F->next, 0);
-    pool_run(&F->s->pool, fn, F);
+    pool_run(F->s->pool, fn, F);
 }
 
 static int chunk_for(int n, int nt, int per_thread) {

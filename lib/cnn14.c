@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "nn.h"
+#include "pool.h"
 #include "util.h"
 
 #define PA "audio_encoder.audio_enc."
@@ -727,15 +728,11 @@ static void conv_run(conv_job *j, int tid) {
     }
 }
 
-typedef struct {
-    conv_job *j;
-    int tid;
-} conv_arg;
-
-static void *conv_thread(void *p) {
-    conv_arg *a = p;
-    conv_run(a->j, a->tid);
-    return NULL;
+/* a pool task: the layer may use fewer threads than the pool has */
+static void conv_task(void *ctx, int tid, int nthreads) {
+    (void)nthreads;
+    conv_job *j = ctx;
+    if (tid < j->nthreads) conv_run(j, tid);
 }
 
 /* Whether a layer of ntiles tiles runs by output channels on n threads:
@@ -763,13 +760,7 @@ static void conv_layer(cnn14_state *s, const cnn14_conv *c, float *out, const fl
         return;
     }
     if (j.by_channels && pthread_barrier_init(&j.bar, NULL, (unsigned)n)) die("cannot make a thread barrier");
-    conv_arg args[n];
-    for (int t = 1; t < n; t++) {
-        args[t].j = &j, args[t].tid = t;
-        if (pthread_create(&s->th[t], NULL, conv_thread, &args[t])) die("cannot start a thread");
-    }
-    conv_run(&j, 0);
-    for (int t = 1; t < n; t++) pthread_join(s->th[t], NULL);
+    pool_run(s->pool, conv_task, &j);
     if (j.by_channels) pthread_barrier_destroy(&j.bar);
 }
 
@@ -814,7 +805,7 @@ int cnn14_state_init(cnn14_state *s, const cnn14_model *m, int threads) {
     s->hid = xmalloc((size_t)m->cfg.embed * sizeof(float));
     s->cols = xcalloc((size_t)s->threads, sizeof(float *));
     s->tile = xcalloc((size_t)s->threads, sizeof(float *));
-    s->th = xcalloc((size_t)s->threads, sizeof(pthread_t));
+    s->pool = pool_new(s->threads);
     return s->threads;
 }
 
@@ -826,7 +817,7 @@ void cnn14_state_free(cnn14_state *s) {
     }
     free(s->cols);
     free(s->tile);
-    free(s->th);
+    pool_free(s->pool);
     free(s->feat);
     free(s->hid);
     memset(s, 0, sizeof *s);

@@ -93,7 +93,7 @@ typedef struct {
     float **cols;      /* [threads] im2col tiles [K, Pt], or Winograd V [16, Cin, tiles] */
     float **tile;      /* [threads] conv2 tiles before pooling [Cout, Pt], or Winograd M [16, Cout, tiles] */
     size_t cols_cap, tile_cap;
-    pthread_t *th;     /* [threads] */
+    struct thread_pool *pool; /* the threads, started once (lib/pool.h) */
     float *feat;       /* [C_last] */
     float *hid;        /* [E] */
     int tile_cols;     /* output positions per im2col tile (0: the default, 512) */
