@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -429,6 +430,19 @@ int train_read_state(st_file *f, train_opts *o, train_pos *pos, uint64_t *data_h
     return 0;
 }
 
+
+/* The next free slot of v, formatted: a function, so that several calls in
+ * one initializer list (indeterminately sequenced) each fill their own. */
+static const char *fmt_slot(char (*v)[80], int *nv, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static const char *fmt_slot(char (*v)[80], int *nv, const char *fmt, ...) {
+    char *s = v[(*nv)++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s, 80, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
 static int save_checkpoint(train_model *tm, const train_opts *o, const train_pos *pos, const train_data *d,
                            double epoch_loss_sum, double val_loss, char *err, size_t errlen) {
     const gpt_config *c = &tm->c;
@@ -451,7 +465,7 @@ static int save_checkpoint(train_model *tm, const train_opts *o, const train_pos
     ct[k++] = (ckpt_tensor){"tokenizer.vocab", ST_U8, 1, {(int64_t)o->vocab_len, 0}, o->vocab};
     char v[40][80];
     int nv = 0;
-#define MV(...) (snprintf(v[nv], sizeof v[nv], __VA_ARGS__), v[nv++])
+#define MV(...) fmt_slot(v, &nv, __VA_ARGS__)
     char rng[65];
     xrng_format(&pos->rng, rng);
     const char *meta[] = {
