@@ -22,6 +22,8 @@ LIBS="$(pkg-config --libs $PKGS) -lcsv -lm -lpthread"
 mkdir -p "$OUT/lib"
 # build outputs: keep them out of git without touching the top .gitignore
 [ -f "$OUT/.gitignore" ] || echo '*' > "$OUT/.gitignore"
+# two runs started at once (e.g. one per core) build one after the other
+if command -v flock >/dev/null 2>&1; then exec 9>"$OUT/.lock" && flock 9; fi
 
 # lib/bert.c: clang-14 rejects its target_clones function declared earlier
 # without the attribute (lib/bert.c, gelu_erf); no parser harness needs it
