@@ -1,14 +1,17 @@
 /* gapshift - estimate, apply and picture the audio-text modality gap. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "embset.h"
 #include "gap.h"
 #include "memproj.h"
 #include "nn.h"
 #include "plot.h"
+#include "tsne.h"
 #include "stream.h"
 #include "util.h"
 
@@ -17,7 +20,7 @@ static const char usage[] =
     "       gapshift apply [--gap G] [--noise VAR] [--seed S] [STREAM] > shifted.mp\n"
     "       gapshift sigma [--json FILE] [STREAM]\n"
     "       gapshift plot --audio A --text T [--gap G] [--noise VAR] [--memory M --method pd|nnd]\n"
-    "                     [--max N] -o OUT.svg\n"
+    "                     [--max N] [--tsne [--perplexity P] [--iters N]] -o OUT.svg\n"
     "The modality gap of WSAC (Kouzelis & Katsouros, section 3): CLAP audio and text\n"
     "embeddings of the same sound lie apart; these commands measure and bridge it.\n"
     "\n"
@@ -32,7 +35,8 @@ static const char usage[] =
     "          JSON {sigma, variance = sigma^2, pairs, groups} on stdout\n"
     "plot      PCA of audio and text embeddings (axes fit on both) as an SVG: the raw\n"
     "          embeddings, and beside them the text after --gap/--noise and/or the\n"
-    "          audio after projection onto --memory (nnd or pd, as nnproj)\n"
+    "          audio after projection onto --memory (nnd or pd, as nnproj);\n"
+    "          --tsne: exact t-SNE of each panel's points instead (sklearn's method)\n"
     "\n"
     "  -a, --audio FILE     audio embedding stream (clap-audio)\n"
     "  -t, --text FILE      text embedding stream (clap-text)\n"
@@ -43,6 +47,11 @@ static const char usage[] =
     "  -m, --method M       plot: nnd or pd (pd)\n"
     "      --tau T          plot: pd temperature (0.01)\n"
     "      --max N          plot: at most N points per set, evenly spaced (1000)\n"
+    "      --tsne           plot: t-SNE instead of PCA (O(n^2): seconds to minutes)\n"
+    "      --perplexity P   plot --tsne: perplexity (30)\n"
+    "      --iters N        plot --tsne: iterations (1000; the first 250 exaggerated)\n"
+    "      --coords FILE    plot: also write the 2-D points as a stream, a record per\n"
+    "                       panel and set (key \"PANEL:SET\", \"xy\" f64 [n, 2])\n"
     "  -o, --output FILE    plot: the SVG to write\n"
     "      --json FILE      estimate, sigma: also write the statistics as JSON\n"
     "  -q, --quiet          no summary lines\n"
@@ -52,11 +61,11 @@ static const char usage[] =
     "input, empty sets, mismatched widths), 3 some records failed (named on stderr).\n";
 
 static struct {
-    const char *audio, *text, *gap, *memory, *method, *out, *json;
-    double noise, tau;
+    const char *audio, *text, *gap, *memory, *method, *out, *json, *coords;
+    double noise, tau, perplexity;
     long seed;
-    int max;
-} opt = {NULL, NULL, NULL, NULL, "pd", NULL, NULL, 0, 0.01, 0, 1000};
+    int max, tsne, iters;
+} opt = {NULL, NULL, NULL, NULL, "pd", NULL, NULL, NULL, 0, 0.01, 30, 0, 1000, 0, 1000};
 
 static void load_or_die(embset *e, const char *path, const char *what) {
     char err[700];
@@ -310,6 +319,67 @@ static float *subsample(const embset *e, int max, int *m) {
     return x;
 }
 
+/* t-SNE progress: plain lines (the run takes seconds to minutes) */
+static void tsne_report(void *ctx, int it, double kl) {
+    const char *what = ctx;
+    if (!tool_quiet && (it % 250 == 0 || it == opt.iters)) infox("t-SNE %s: iteration %d of %d, KL %.4f", what, it, opt.iters, kl);
+}
+
+/* 2-D coordinates of a panel's two point sets: the shared PCA axes, or a
+ * t-SNE of the two sets together (t-SNE has no axes to share) */
+static void map_panel(double **xy1, double **xy2, const float *s1, int n1, const float *s2, int n2, int D,
+                      const double *axes, const double *mu, const char *what) {
+    int k;
+    if (!opt.tsne) {
+        *xy1 = project2(s1, n1, D, n1, axes, mu, &k);
+        *xy2 = project2(s2, n2, D, n2, axes, mu, &k);
+        return;
+    }
+    float *both = xmalloc((size_t)(n1 + n2) * D * sizeof(float));
+    memcpy(both, s1, (size_t)n1 * D * sizeof(float));
+    memcpy(both + (size_t)n1 * D, s2, (size_t)n2 * D * sizeof(float));
+    tsne_opts o;
+    tsne_opts_default(&o);
+    o.perplexity = opt.perplexity;
+    o.iters = opt.iters;
+    if (o.explore_iters > o.iters) o.explore_iters = o.iters;
+    double *y = xmalloc((size_t)(n1 + n2) * 2 * sizeof(double));
+    char err[200];
+    if (tsne2(y, both, n1 + n2, D, &o, tsne_report, (void *)what, err, sizeof err) < 0) die("%s: %s", what, err);
+    *xy1 = xmalloc((size_t)(n1 ? n1 : 1) * 2 * sizeof(double));
+    *xy2 = xmalloc((size_t)(n2 ? n2 : 1) * 2 * sizeof(double));
+    memcpy(*xy1, y, (size_t)n1 * 2 * sizeof(double));
+    memcpy(*xy2, y + (size_t)n1 * 2, (size_t)n2 * 2 * sizeof(double));
+    free(y);
+    free(both);
+}
+
+/* the plotted points as a stream, written atomically */
+static void write_coords(const char *path, const plot_panel *p, int np) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) die("cannot write %s: %m", tmp);
+    ws_param params[] = {{"tsne", 'i', opt.tsne, 0, 0}, {"perplexity", 'f', 0, opt.perplexity, 0}};
+    ws_writer *w = ws_writer_open(f, "gapshift plot", params, 2, NULL);
+    for (int k = 0; k < np; k++)
+        for (int j = 0; j < p[k].ns; j++) {
+            char key[120];
+            snprintf(key, sizeof key, "%d:%s", k + 1, p[k].s[j].label);
+            int64_t shape[2] = {p[k].s[j].n, 2};
+            ws_begin(w, key);
+            ws_put_tensor(w, "xy", DT_F64, 2, shape, p[k].s[j].xy);
+            ws_end(w);
+        }
+    ws_writer_close(w);
+    if (fflush(f) || ferror(f) || fsync(fileno(f)) || fclose(f) || rename(tmp, path)) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+        die("writing %s: %m", path);
+    }
+}
+
 static int cmd_plot(void) {
     if (!opt.out) die_usage("plot needs -o OUT.svg");
     embset A, T;
@@ -317,25 +387,26 @@ static int cmd_plot(void) {
     load_or_die(&T, opt.text, "text");
     if (A.dim != T.dim) die("audio embeddings have width %d, text %d", A.dim, T.dim);
     int D = A.dim, na, nt;
+    if (D > 4096) die("embeddings wider than 4096 are not supported by plot");
     float *a = subsample(&A, opt.max, &na), *t = subsample(&T, opt.max, &nt);
+    if (opt.tsne && na + nt > TSNE_MAX_POINTS)
+        die("--tsne is exact (n^2 memory): at most %d points per panel, here %d; lower --max", TSNE_MAX_POINTS, na + nt);
     /* PCA axes fit on both modalities together, shared by every panel */
     float *both = xmalloc((size_t)(na + nt) * D * sizeof(float));
     memcpy(both, a, (size_t)na * D * sizeof(float));
     memcpy(both + (size_t)na * D, t, (size_t)nt * D * sizeof(float));
     double axes[2 * 4096], var[2], total, *mu = xmalloc((size_t)D * sizeof(double));
-    if (D > 4096) die("embeddings wider than 4096 are not supported by plot");
     pca2(axes, var, &total, both, na + nt, D);
     mean_rows(mu, both, na + nt, D);
-    int k1, k2;
-    double *pa = project2(a, na, D, na, axes, mu, &k1), *pt = project2(t, nt, D, nt, axes, mu, &k2);
+    double *xy[6] = {0};
     plot_panel panels[3];
     int np = 0;
     memset(panels, 0, sizeof panels);
+    map_panel(&xy[0], &xy[1], a, na, t, nt, D, axes, mu, "raw embeddings");
     panels[np].title = "CLAP embeddings";
-    panels[np].s[0] = (plot_series){pa, na, "audio", "#e6550d"};
-    panels[np].s[1] = (plot_series){pt, nt, "text", "#3182bd"};
+    panels[np].s[0] = (plot_series){xy[0], na, "audio", "#e6550d"};
+    panels[np].s[1] = (plot_series){xy[1], nt, "text", "#3182bd"};
     panels[np++].ns = 2;
-    double *ps = NULL, *pp = NULL;
     char t2[200];
     if (opt.gap || opt.noise > 0) {
         int Dg = D;
@@ -346,13 +417,12 @@ static int cmd_plot(void) {
         float *ts = xmalloc((size_t)nt * D * sizeof(float));
         memcpy(ts, t, (size_t)nt * D * sizeof(float));
         for (int i = 0; i < nt; i++) gap_apply(ts + (size_t)i * D, D, gap, sqrt(opt.noise), &rng);
-        int k3;
-        ps = project2(ts, nt, D, nt, axes, mu, &k3);
         snprintf(t2, sizeof t2, "text after %s%s%s", opt.gap ? "the shift" : "", opt.gap && opt.noise > 0 ? " + " : "",
                  opt.noise > 0 ? "noise" : "");
+        map_panel(&xy[2], &xy[3], a, na, ts, nt, D, axes, mu, "shifted text");
         panels[np].title = t2;
-        panels[np].s[0] = (plot_series){pa, na, "audio", "#e6550d"};
-        panels[np].s[1] = (plot_series){ps, nt, "shifted text", "#31a354"};
+        panels[np].s[0] = (plot_series){xy[2], na, "audio", "#e6550d"};
+        panels[np].s[1] = (plot_series){xy[3], nt, "shifted text", "#31a354"};
         panels[np++].ns = 2;
         free(ts);
         free(gap);
@@ -372,23 +442,30 @@ static int cmd_plot(void) {
             for (int i = 0; i < na; i++) memcpy(P + (size_t)i * D, M.x + (size_t)idx[i] * D, (size_t)D * sizeof(float));
             free(idx);
         }
-        int k4;
-        pp = project2(P, na, D, na, axes, mu, &k4);
         snprintf(t3, sizeof t3, "audio projected onto the memory (%s)", pd ? "pd" : "nnd");
+        map_panel(&xy[4], &xy[5], t, nt, P, na, D, axes, mu, "projected audio");
         panels[np].title = t3;
-        panels[np].s[0] = (plot_series){pt, nt, "text", "#3182bd"};
-        panels[np].s[1] = (plot_series){pp, na, pd ? "projected audio" : "nearest captions", "#756bb1"};
+        panels[np].s[0] = (plot_series){xy[4], nt, "text", "#3182bd"};
+        panels[np].s[1] = (plot_series){xy[5], na, pd ? "projected audio" : "nearest captions", "#756bb1"};
         panels[np++].ns = 2;
         free(S), free(P);
         embset_free(&M);
     }
-    char xl[100], yl[100];
-    snprintf(xl, sizeof xl, "PC1 (%.1f%% of variance)", 100 * var[0] / total);
-    snprintf(yl, sizeof yl, "PC2 (%.1f%% of variance)", 100 * var[1] / total);
-    if (plot_svg(opt.out, "Audio and text embeddings (PCA, axes fit on audio + text)", xl, yl, panels, np))
-        die("writing %s: %m", opt.out);
+    char xl[100], yl[100], title[160];
+    if (opt.tsne) {
+        snprintf(xl, sizeof xl, "t-SNE 1");
+        snprintf(yl, sizeof yl, "t-SNE 2");
+        snprintf(title, sizeof title, "Audio and text embeddings (t-SNE of each panel, perplexity %g)", opt.perplexity);
+    } else {
+        snprintf(xl, sizeof xl, "PC1 (%.1f%% of variance)", 100 * var[0] / total);
+        snprintf(yl, sizeof yl, "PC2 (%.1f%% of variance)", 100 * var[1] / total);
+        snprintf(title, sizeof title, "Audio and text embeddings (PCA, axes fit on audio + text)");
+    }
+    if (plot_svg(opt.out, title, xl, yl, panels, np)) die("writing %s: %m", opt.out);
+    if (opt.coords) write_coords(opt.coords, panels, np);
     if (!tool_quiet) infox("wrote %s: %d panel%s, %d audio and %d text points", opt.out, np, np > 1 ? "s" : "", na, nt);
-    free(a), free(t), free(both), free(mu), free(pa), free(pt), free(ps), free(pp);
+    free(a), free(t), free(both), free(mu);
+    for (int i = 0; i < 6; i++) free(xy[i]);
     embset_free(&A);
     embset_free(&T);
     return EXIT_OK;
@@ -396,7 +473,7 @@ static int cmd_plot(void) {
 
 int main(int argc, char **argv) {
     tool_init("gapshift");
-    enum { O_TAU = 256, O_MAX, O_JSON };
+    enum { O_TAU = 256, O_MAX, O_JSON, O_TSNE, O_PERP, O_ITERS, O_COORDS };
     static const struct option longopts[] = {
         {"audio", required_argument, 0, 'a'},  {"text", required_argument, 0, 't'},
         {"gap", required_argument, 0, 'g'},    {"noise", required_argument, 0, 'n'},
@@ -404,6 +481,8 @@ int main(int argc, char **argv) {
         {"method", required_argument, 0, 'm'}, {"tau", required_argument, 0, O_TAU},
         {"max", required_argument, 0, O_MAX},  {"output", required_argument, 0, 'o'},
         {"json", required_argument, 0, O_JSON}, {"quiet", no_argument, 0, 'q'},
+        {"tsne", no_argument, 0, O_TSNE},      {"perplexity", required_argument, 0, O_PERP},
+        {"iters", required_argument, 0, O_ITERS}, {"coords", required_argument, 0, O_COORDS},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         fputs(usage, stdout);
@@ -433,6 +512,10 @@ int main(int argc, char **argv) {
         case O_MAX: opt.max = (int)parse_long("--max", optarg, 1, 1000000); break;
         case 'o': opt.out = optarg; break;
         case O_JSON: opt.json = optarg; break;
+        case O_TSNE: opt.tsne = 1; break;
+        case O_PERP: opt.perplexity = parse_double("--perplexity", optarg, 1, 1000); break;
+        case O_ITERS: opt.iters = (int)parse_long("--iters", optarg, 1, 100000); break;
+        case O_COORDS: opt.coords = optarg; break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
         default: die_bad_option(c, argv);
