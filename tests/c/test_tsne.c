@@ -136,6 +136,7 @@ static int dump(const char *xp, const char *yp, double perp, const char *out) {
     fwrite(P, sizeof(double), (size_t)n * n, f);
     fwrite(g, sizeof(double), (size_t)n * 2, f);
     fwrite(&kl, sizeof(double), 1, f);
+    free(x), free(y), free(g), free(P), free(W);
     return fclose(f) ? 2 : 0;
 }
 

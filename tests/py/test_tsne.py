@@ -67,7 +67,7 @@ for perp in (5.0, 10.0, 30.0):
     Psq = squareform(Psk, n)
     dp = np.abs(Pc - Psq).max() / Psq.max()
     check("perplexity %g: joint P equals sklearn's within 1e-6 of its largest entry" % perp, r.returncode == 0 and dp < 1e-6,
-          "%.3g" % dp)
+          "%.3g, exit %d" % (dp, r.returncode))
     Pcond = Pc[np.triu_indices(n, 1)]
     klsk, gsk = _kl_divergence(Y.ravel(), Pcond, 1, n, 2)
     dg = np.abs(gc.ravel() - gsk).max() / np.abs(gsk).max()
