@@ -294,19 +294,10 @@ static int cmd_sigma(const char *input) {
 }
 
 /* rows of e, at most max of them evenly spaced, projected on the axes */
-static double *project2(const float *x, int n, int D, int max, const double *axes, const double *mu, int *out_n) {
-    int m = n < max ? n : max;
-    double *xy = xmalloc((size_t)(m ? m : 1) * 2 * sizeof(double));
-    for (int k = 0; k < m; k++) {
-        int i = (int)((long)k * n / m);
-        const float *r = x + (size_t)i * D;
-        for (int a = 0; a < 2; a++) {
-            double p = 0;
-            for (int d = 0; d < D; d++) p += (r[d] - mu[d]) * axes[(size_t)a * D + d];
-            xy[2 * k + a] = p;
-        }
-    }
-    *out_n = m;
+/* the rows of x on the shared PCA axes */
+static double *project2(const float *x, int n, int D, const double *axes, const double *mu) {
+    double *xy = xmalloc((size_t)(n ? n : 1) * 2 * sizeof(double));
+    pca_project(xy, x, n, D, axes, mu);
     return xy;
 }
 
@@ -329,10 +320,9 @@ static void tsne_report(void *ctx, int it, double kl) {
  * t-SNE of the two sets together (t-SNE has no axes to share) */
 static void map_panel(double **xy1, double **xy2, const float *s1, int n1, const float *s2, int n2, int D,
                       const double *axes, const double *mu, const char *what) {
-    int k;
     if (!opt.tsne) {
-        *xy1 = project2(s1, n1, D, n1, axes, mu, &k);
-        *xy2 = project2(s2, n2, D, n2, axes, mu, &k);
+        *xy1 = project2(s1, n1, D, axes, mu);
+        *xy2 = project2(s2, n2, D, axes, mu);
         return;
     }
     float *both = xmalloc((size_t)(n1 + n2) * D * sizeof(float));

@@ -175,3 +175,12 @@ void pca2(double *axes, double *var, double *total, const float *x, int n, int D
     free(mu);
     free(y);
 }
+
+void pca_project(double *xy, const float *x, int n, int D, const double *axes, const double *mu) {
+    for (int i = 0; i < n; i++)
+        for (int a = 0; a < 2; a++) {
+            double p = 0;
+            for (int d = 0; d < D; d++) p += (x[(size_t)i * D + d] - mu[d]) * axes[(size_t)a * D + d];
+            xy[2 * i + a] = p;
+        }
+}

@@ -39,4 +39,7 @@ double gap_sigma(const float *x, const int *group, int n, int D, long *npairs);
  * axes[2, D], var[2] their variances, total the total variance. */
 void pca2(double *axes, double *var, double *total, const float *x, int n, int D);
 
+/* xy[n, 2]: the rows of x[n, D], centred on mu[D], on the two axes[2, D]. */
+void pca_project(double *xy, const float *x, int n, int D, const double *axes, const double *mu);
+
 #endif

@@ -132,12 +132,7 @@ double tsne2(double *y, const float *x, int n, int D, const tsne_opts *o, void (
     double *axes = xmalloc((size_t)2 * D * sizeof(double)), var[2], total, *mu = xmalloc((size_t)D * sizeof(double));
     pca2(axes, var, &total, x, n, D);
     mean_rows(mu, x, n, D);
-    for (int i = 0; i < n; i++)
-        for (int a = 0; a < 2; a++) {
-            double p = 0;
-            for (int d = 0; d < D; d++) p += (x[(size_t)i * D + d] - mu[d]) * axes[(size_t)a * D + d];
-            y[2 * i + a] = p;
-        }
+    pca_project(y, x, n, D, axes, mu);
     double m0 = 0, s0 = 0;
     for (int i = 0; i < n; i++) m0 += y[2 * i] / n;
     for (int i = 0; i < n; i++) s0 += (y[2 * i] - m0) * (y[2 * i] - m0) / n;
