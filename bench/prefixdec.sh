@@ -4,16 +4,17 @@
 # against the sgemm peak, peak memory; greedy decoding time per caption against
 # the published uncached loop and KV-cached PyTorch loops.
 #
-#   sh bench/prefixdec.sh [--threads T] [--steps N] [--torch-steps N] [--vocabs 50257,30522]
-#                         [--decode N] [--published N] [--cached N]
+#   sh bench/prefixdec.sh [--threads T] [--steps N] [--torch-steps N] [--torch-warmup N]
+#                         [--vocabs 50257,30522] [--decode N] [--published N] [--cached N]
 #
-# Defaults: 1 thread, 5 timed C steps and 3 PyTorch steps per case (after a
-# warm-up step; each side's median step counts), 64 captions decoded. The
+# Defaults: 1 thread, 5 timed C steps per case after 1 warm-up step, 3 timed
+# PyTorch steps after 4 warm-up steps (it settles slowly); each side's median
+# step counts; 64 captions decoded. The
 # full-size random decoders are made once and cached under
 # ${TMPDIR:-/tmp}/wsac-full-decoder-v1-VOCAB/. See bench/README.md.
 # Environment: PYTHON (/usr/bin/python3), PREFIXDEC (bin/prefixdec), TMPDIR.
 set -eu
-case " $* " in *" -h "*|*" --help "*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case " $* " in *" -h "*|*" --help "*) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-/usr/bin/python3}
 PD=${PREFIXDEC:-$ROOT/bin/prefixdec}

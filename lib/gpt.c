@@ -2,10 +2,11 @@
  * forward/backward pass over packed batches, and KV-cached incremental
  * decoding (greedy and beam search). See gpt.h for the legend and layouts.
  *
- * Matrix products go to OpenBLAS (cblas_sgemm); everything else runs on the
- * parfor pool, split so that every output element is computed by one thread
- * in a fixed order: results are bit-identical for any thread count of our
- * own kernels, and for a fixed OpenBLAS thread count. */
+ * Matrix products go to OpenBLAS (cblas_sgemm), one thread per slab of the
+ * output on the parfor pool (gemm below); everything else runs on the same
+ * pool, split so that every output element is computed by one thread in a
+ * fixed order: results are bit-identical from run to run at a fixed thread
+ * count. */
 #include "gpt.h"
 
 #include <cblas.h>
@@ -17,6 +18,57 @@
 
 #include "parfor.h"
 #include "util.h"
+#include "nn.h"
+
+/* ================================================================ matrix products */
+
+/* C = alpha op(A) op(B) + beta C (row-major, cblas_sgemm's arguments less the
+ * order). With more than one thread, the product is cut into one slab of
+ * output columns (or rows, when there are few columns) per parfor thread and
+ * each slab is a one-thread sgemm: every thread of the process then belongs
+ * to one pool, and OpenBLAS's own workers (which spin in sched_yield after
+ * every product, taking the core from ours) never run. */
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int M, N, K, lda, ldb, ldc, bycol;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} gemm_ctx;
+
+static void gemm_range(void *p, int lo, int hi) {
+    gemm_ctx *g = p;
+    if (g->bycol) {
+        int n0 = lo * 16, n1 = hi * 16 < g->N ? hi * 16 : g->N;
+        const float *B = g->tb == CblasTrans ? g->B + (size_t)n0 * g->ldb : g->B + n0;
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, n1 - n0, g->K, g->alpha, g->A, g->lda, B, g->ldb, g->beta,
+                    g->C + n0, g->ldc);
+    } else {
+        const float *A = g->ta == CblasTrans ? g->A + lo : g->A + (size_t)lo * g->lda;
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, hi - lo, g->N, g->K, g->alpha, A, g->lda, g->B, g->ldb, g->beta,
+                    g->C + (size_t)lo * g->ldc, g->ldc);
+    }
+}
+
+/* -1: not decided yet; WSAC_GEMM_THREADS=openblas keeps OpenBLAS's own
+ * threads (for comparison: bench/README.md) */
+static int own_split = -1;
+
+static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc) {
+    if (own_split < 0) {
+        const char *e = getenv("WSAC_GEMM_THREADS");
+        own_split = !(e && !strcmp(e, "openblas"));
+        if (own_split) nn_set_threads(1);
+    }
+    int nt = parfor_threads();
+    if (!own_split || nt == 1 || M <= 0 || N <= 0) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_ctx g = {ta, tb, M, N, K, lda, ldb, ldc, N >= 64 * nt || N >= M, alpha, beta, A, B, C};
+    parfor(g.bycol ? (N + 15) / 16 : M, gemm_range, &g);
+}
 
 /* ================================================================ model */
 
@@ -234,7 +286,7 @@ void conv1d_forward(float *out, const float *in, const float *W, const float *b,
     if (N <= 0) return;
     if (b)
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, b, (size_t)OC * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, C, 1.0f, in, C, W, OC, b ? 1.0f : 0.0f, out, OC);
+    gemm(CblasNoTrans, CblasNoTrans, N, OC, C, 1.0f, in, C, W, OC, b ? 1.0f : 0.0f, out, OC);
 }
 
 void conv1d_forward_naive(float *out, const float *in, const float *W, const float *b, int N, int C, int OC) {
@@ -249,8 +301,8 @@ void conv1d_forward_naive(float *out, const float *in, const float *W, const flo
 void conv1d_backward(float *din, float *dW, float *db, const float *dout, const float *in, const float *W, int N,
                      int C, int OC) {
     if (N <= 0) return;
-    if (din) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dout, OC, W, OC, 0.0f, din, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, OC, N, 1.0f, in, C, dout, OC, 1.0f, dW, OC);
+    if (din) gemm(CblasNoTrans, CblasTrans, N, C, OC, 1.0f, dout, OC, W, OC, 0.0f, din, C);
+    gemm(CblasTrans, CblasNoTrans, C, OC, N, 1.0f, in, C, dout, OC, 1.0f, dW, OC);
     if (db) bias_backward(db, dout, N, OC);
 }
 
@@ -784,7 +836,7 @@ void gpt_forward(gpt_train_state *s, const gpt_config *c, const gpt_weights *w, 
 }
 
 void gpt_logits(const gpt_train_state *s, const gpt_config *c, const gpt_weights *w, float *out) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->N, c->V, c->C, 1.0f, s->lnf, c->C, w->wte, c->C, 0.0f,
+    gemm(CblasNoTrans, CblasTrans, s->N, c->V, c->C, 1.0f, s->lnf, c->C, w->wte, c->C, 0.0f,
                 out, c->V);
 }
 
@@ -819,12 +871,12 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
     for (int m0 = 0; m0 < M; m0 += chunk) {
         int mc = M - m0 < chunk ? M - m0 : chunk;
         const float *hs = s->hsel + (size_t)m0 * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mc, V, C, 1.0f, hs, C, w->wte, C, 0.0f, s->logits, V);
+        gemm(CblasNoTrans, CblasTrans, mc, V, C, 1.0f, hs, C, w->wte, C, 0.0f, s->logits, V);
         crossentropy_forward_backward(s->rowloss + m0, s->logits, s->seltgt + m0, mc, V, scale);
         if (g) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mc, C, V, 1.0f, s->logits, V, w->wte, C, 0.0f,
+            gemm(CblasNoTrans, CblasNoTrans, mc, C, V, 1.0f, s->logits, V, w->wte, C, 0.0f,
                         s->dhsel + (size_t)m0 * C, C);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, mc, 1.0f, s->logits, V, hs, C, 1.0f, g->wte,
+            gemm(CblasTrans, CblasNoTrans, V, C, mc, 1.0f, s->logits, V, hs, C, 1.0f, g->wte,
                         C);
         }
     }
@@ -888,7 +940,7 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
     float *dpre = s->dsmall;
     for (int b = 0; b < B; b++) memcpy(dpre + (size_t)b * C, s->dres + (size_t)s->off[b] * C, C * sizeof(float));
     /* nn.Linear: pre = emb @ W^T + b, W [C, E] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, c->E, B, 1.0f, dpre, C, emb, c->E, 1.0f, g->map_w, c->E);
+    gemm(CblasTrans, CblasNoTrans, C, c->E, B, 1.0f, dpre, C, emb, c->E, 1.0f, g->map_w, c->E);
     bias_backward(g->map_b, dpre, B, C);
     return s->loss;
 }
@@ -900,7 +952,7 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
 void gpt_prefix(float *out, const gpt_config *c, const gpt_weights *w, const float *emb, int n) {
     if (n <= 0) return;
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * c->C, w->map_b, (size_t)c->C * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->C, c->E, 1.0f, emb, c->E, w->map_w, c->E, 1.0f, out,
+    gemm(CblasNoTrans, CblasTrans, n, c->C, c->E, 1.0f, emb, c->E, w->map_w, c->E, 1.0f, out,
                 c->C);
 }
 
@@ -1082,7 +1134,7 @@ double gpt_gen_flops(const gpt_gen *g) { return g->flops; }
 static void gen_step(gpt_gen *g, int A) {
     const gpt_config *c = g->c;
     gpt_step(g->kv, c, g->w, g->out, g->in, g->slot, g->pos, A);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, A, g->o.vt, c->C, 1.0f, g->out, c->C, g->w->wte, c->C, 0.0f,
+    gemm(CblasNoTrans, CblasTrans, A, g->o.vt, c->C, 1.0f, g->out, c->C, g->w->wte, c->C, 0.0f,
                 g->logits, g->o.vt);
     double C = c->C;
     g->flops += 2.0 * A * (c->L * (C * 3 * C + C * C + 2 * C * c->F) + C * g->o.vt);

@@ -76,4 +76,10 @@ for k in range(3):
                    capture_output=True)
     ck.append(open(o, "rb").read() if os.path.exists(o) else b"")
 check("prefixdec train -j 2: three runs write bit-identical checkpoints", ck[0] == ck[1] == ck[2] and len(ck[0]) > 0)
+o = os.path.join(tmp, "dec-j1.safetensors")
+subprocess.run([tool("prefixdec"), "train", "-q", "-j", "1", "--layers", "1", "--heads", "2", "--width", "16",
+                "--positions", "32", "--epochs", "1", "--bs", "8", "--noise", "0.01", "--seed", "7", "-o", o, train_in],
+               capture_output=True)
+note("prefixdec train: 1 vs 2 threads: %s" % ("same bits" if os.path.exists(o) and open(o, "rb").read() == ck[0]
+                                               else "differ in the last bits"))
 done()
