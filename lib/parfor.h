@@ -1,6 +1,6 @@
-/* parfor.h - a small fixed pool of threads for the element-wise kernels of
- * the decoder (layernorm, attention, GELU, softmax, AdamW), so they use the
- * same --threads as the OpenBLAS matrix products.
+/* parfor.h - the decoder's threads: its element-wise kernels (layernorm,
+ * attention, GELU, softmax, AdamW) and the slabs of its matrix products (gemm
+ * in gpt.c) run over static ranges on one lib/pool.c pool.
  *
  * parfor(n, fn, ctx) splits [0, n) into as many contiguous ranges as there are
  * threads and runs fn(ctx, lo, hi) on each; the caller's thread takes the first
