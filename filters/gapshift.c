@@ -89,10 +89,14 @@ static float *read_gap(const char *path, int *D) {
 
 static void write_json(const char *path, const char *body) {
     if (!path) return;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs(body, f) < 0 || fclose(f) || rename(tmp, path)) die("writing %s: %m", path);
+    char *tmp;
+    FILE *f = atomic_open(path, &tmp);
+    if (!f) die("cannot write %s: %m", path);
+    if (fputs(body, f) < 0) {
+        atomic_abort(f, tmp);
+        die("writing %s: %m", path);
+    }
+    if (atomic_commit(f, tmp, path)) die("writing %s: %m", path);
 }
 
 /* a JSON number, or null when not finite (JSON has no NaN) */
@@ -346,10 +350,9 @@ static void map_panel(double **xy1, double **xy2, const float *s1, int n1, const
 
 /* the plotted points as a stream, written atomically */
 static void write_coords(const char *path, const plot_panel *p, int np) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) die("cannot write %s: %m", tmp);
+    char *tmp;
+    FILE *f = atomic_open(path, &tmp);
+    if (!f) die("cannot write %s: %m", path);
     ws_param params[] = {{"tsne", 'i', opt.tsne, 0, 0}, {"perplexity", 'f', 0, opt.perplexity, 0}};
     ws_writer *w = ws_writer_open(f, "gapshift plot", params, 2, NULL);
     for (int k = 0; k < np; k++)
@@ -362,12 +365,7 @@ static void write_coords(const char *path, const plot_panel *p, int np) {
             ws_end(w);
         }
     ws_writer_close(w);
-    if (fflush(f) || ferror(f) || fsync(fileno(f)) || fclose(f) || rename(tmp, path)) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        die("writing %s: %m", path);
-    }
+    if (atomic_commit(f, tmp, path)) die("writing %s: %m", path);
 }
 
 static int cmd_plot(void) {

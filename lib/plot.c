@@ -34,9 +34,8 @@ int plot_svg(const char *path, const char *title, const char *xlabel, const char
     x0 -= mx, x1 += mx, y0 -= my, y1 += my;
     const int W = 460, H = 460, L = 50, T = 60, GAP = 30, B = 80;
     int width = L + np * W + (np - 1) * GAP + 20, height = T + H + B;
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
+    char *tmp;
+    FILE *f = atomic_open(path, &tmp);
     if (!f) return -1;
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
                "font-size=\"13\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", width, height);
@@ -76,14 +75,5 @@ int plot_svg(const char *path, const char *title, const char *xlabel, const char
         fputs("</g>\n", f);
     }
     fputs("</svg>\n", f);
-    if (fflush(f) || ferror(f) || fsync(fileno(f))) {
-        fclose(f);
-        unlink(tmp);
-        return -1;
-    }
-    if (fclose(f) || rename(tmp, path)) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return atomic_commit(f, tmp, path);
 }

@@ -233,12 +233,11 @@ int ckpt_write(const char *path, const ckpt_tensor *t, int n, const char *const 
         return -1;
     }
     size_t hl = strlen(js), pad = (8 - hl % 8) % 8;
-    char *tmp = xmalloc(strlen(path) + 8);
-    sprintf(tmp, "%s.tmp", path);
+    char *tmp;
     int rc = -1;
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = atomic_open(path, &tmp);
     if (!f) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "%s: cannot write beside it: %s", path, strerror(errno));
         goto out;
     }
     unsigned char len8[8];
@@ -250,31 +249,17 @@ int ckpt_write(const char *path, const ckpt_tensor *t, int n, const char *const 
         for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
         bad = write_all(f, t[i].data, numel * st_dtype_size(t[i].dtype));
     }
-    if (!bad) bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
-    int e = errno;
-    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
     if (bad) {
-        snprintf(err, errlen, "writing %s: %s", tmp, strerror(e));
-        unlink(tmp);
+        snprintf(err, errlen, "writing %s: %s", path, strerror(errno));
+        atomic_abort(f, tmp);
         goto out;
     }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "renaming %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
+    if (atomic_commit(f, tmp, path) != 0) {
+        snprintf(err, errlen, "writing %s: %s", path, strerror(errno));
         goto out;
     }
-    /* make the rename itself durable */
-    char *dir = xstrdup(path), *slash = strrchr(dir, '/');
-    if (slash) slash[slash == dir ? 1 : 0] = 0;
-    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(dir);
     rc = 0;
 out:
-    free(tmp);
     free(js);
     return rc;
 }

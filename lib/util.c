@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -252,4 +253,50 @@ void progress_update(progress *p, long done) {
 void progress_end(progress *p, long done) {
     if (tool_quiet || !p->shown) return;
     progress_print(p, done, now_seconds(), 1);
+}
+
+FILE *atomic_open(const char *path, char **tmp) {
+    size_t n = strlen(path) + 32;
+    *tmp = xmalloc(n);
+    snprintf(*tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(*tmp, "wb");
+    if (!f) {
+        int e = errno;
+        free(*tmp);
+        *tmp = NULL;
+        errno = e;
+    }
+    return f;
+}
+
+int atomic_commit(FILE *f, char *tmp, const char *path) {
+    errno = 0;
+    int bad = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+    int e = errno ? errno : EIO;
+    if (fclose(f) != 0 && !bad) bad = 1, e = errno;
+    if (!bad && rename(tmp, path) != 0) bad = 1, e = errno;
+    if (bad) unlink(tmp);
+    free(tmp);
+    if (bad) {
+        errno = e;
+        return -1;
+    }
+    /* make the rename itself durable */
+    char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+    if (slash) slash[slash == dir ? 1 : 0] = 0;
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+    return 0;
+}
+
+void atomic_abort(FILE *f, char *tmp) {
+    int e = errno;
+    if (f) fclose(f);
+    if (tmp) unlink(tmp);
+    free(tmp);
+    errno = e;
 }

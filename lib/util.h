@@ -37,6 +37,17 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
+
+/* Files that replace others whole (checkpoints, plots, statistics): written
+ * to PATH.tmp.PID beside PATH, then flushed, fsync'ed, renamed over PATH and
+ * the directory fsync'ed, so that a crash or a full disk leaves the old file
+ * or the new one, never a part. atomic_open: the stream and, in *tmp, the
+ * temporary's name (NULL with errno set on failure). atomic_commit: 0, or -1
+ * with errno set, the temporary removed and PATH untouched; atomic_abort
+ * drops the temporary. Both free *tmp. */
+FILE *atomic_open(const char *path, char **tmp);
+int atomic_commit(FILE *f, char *tmp, const char *path);
+void atomic_abort(FILE *f, char *tmp);
 /* 64-byte aligned allocation for SIMD/BLAS buffers; free with free(). */
 void *xmalloc_aligned(size_t n);
 

@@ -3,6 +3,7 @@ models: converter, forward logits, one training step (loss, gradients, AdamW
 update), a 20-step loss curve, greedy decoding against the published loop,
 beam search, vocabulary masking, checkpoints (atomic under SIGKILL, exact
 resumption), bad input."""
+import glob
 import json
 import os
 import random
@@ -356,15 +357,15 @@ ck = path("kill.st")
 r = random.Random(1)
 loads, during_write, kills, present = 0, 0, 0, 0
 while kills < 40 and not (kills >= 12 and during_write >= 3):
-    if os.path.exists(ck + ".tmp"):
-        os.unlink(ck + ".tmp")
+    for t in glob.glob(ck + ".tmp*"):
+        os.unlink(t)
     p = subprocess.Popen([PD, "train", many, "--init", path("tiny.st"), "-o", ck, "--epochs", "100000", "--bs", "8",
                           "-j", "1", "-q"], stderr=subprocess.DEVNULL)
     time.sleep(0.2 + r.random() * 0.5)
     p.kill()
     p.wait()
     kills += 1
-    during_write += os.path.exists(ck + ".tmp")  # left behind: the kill cut a write short
+    during_write += bool(glob.glob(ck + ".tmp*"))  # left behind: the kill cut a write short
     if os.path.exists(ck):  # (the very first run may die before its first checkpoint)
         present += 1
         rc, out, err = run("decode", "-m", ck, "--ids", "--max-len", 3, path("dec.mp"), "-j", 1)
