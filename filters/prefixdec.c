@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "gpt.h"
-#include "nn.h"
 #include "parfor.h"
 #include "safetensors.h"
 #include "stream.h"
@@ -74,8 +73,7 @@ static const char usage[] =
 static int threads;
 
 static void set_threads(void) {
-    threads = nn_set_threads(threads);
-    parfor_init(threads);
+    threads = gpt_set_threads(threads);
 }
 
 /* ================================================================ vocabulary */

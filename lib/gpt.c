@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn.h"
 #include "parfor.h"
 #include "util.h"
-#include "nn.h"
 
 /* ================================================================ matrix products */
 
@@ -50,17 +50,21 @@ static void gemm_range(void *p, int lo, int hi) {
     }
 }
 
-/* -1: not decided yet; WSAC_GEMM_THREADS=openblas keeps OpenBLAS's own
- * threads (for comparison: bench/README.md) */
-static int own_split = -1;
+/* 0: OpenBLAS threads whole products (WSAC_GEMM_THREADS=openblas, for
+ * comparison: bench/README.md) */
+static int own_split = 1;
+
+int gpt_set_threads(int n) {
+    n = nn_set_threads(n);
+    parfor_init(n);
+    const char *e = getenv("WSAC_GEMM_THREADS");
+    own_split = !(e && !strcmp(e, "openblas"));
+    if (own_split) nn_set_threads(1);
+    return n;
+}
 
 static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
                  const float *B, int ldb, float beta, float *C, int ldc) {
-    if (own_split < 0) {
-        const char *e = getenv("WSAC_GEMM_THREADS");
-        own_split = !(e && !strcmp(e, "openblas"));
-        if (own_split) nn_set_threads(1);
-    }
     int nt = parfor_threads();
     if (!own_split || nt == 1 || M <= 0 || N <= 0) {
         cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -836,8 +840,7 @@ void gpt_forward(gpt_train_state *s, const gpt_config *c, const gpt_weights *w, 
 }
 
 void gpt_logits(const gpt_train_state *s, const gpt_config *c, const gpt_weights *w, float *out) {
-    gemm(CblasNoTrans, CblasTrans, s->N, c->V, c->C, 1.0f, s->lnf, c->C, w->wte, c->C, 0.0f,
-                out, c->V);
+    gemm(CblasNoTrans, CblasTrans, s->N, c->V, c->C, 1.0f, s->lnf, c->C, w->wte, c->C, 0.0f, out, c->V);
 }
 
 typedef struct {
@@ -874,10 +877,9 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
         gemm(CblasNoTrans, CblasTrans, mc, V, C, 1.0f, hs, C, w->wte, C, 0.0f, s->logits, V);
         crossentropy_forward_backward(s->rowloss + m0, s->logits, s->seltgt + m0, mc, V, scale);
         if (g) {
-            gemm(CblasNoTrans, CblasNoTrans, mc, C, V, 1.0f, s->logits, V, w->wte, C, 0.0f,
-                        s->dhsel + (size_t)m0 * C, C);
-            gemm(CblasTrans, CblasNoTrans, V, C, mc, 1.0f, s->logits, V, hs, C, 1.0f, g->wte,
-                        C);
+            gemm(CblasNoTrans, CblasNoTrans, mc, C, V, 1.0f, s->logits, V, w->wte, C, 0.0f, s->dhsel + (size_t)m0 * C,
+                 C);
+            gemm(CblasTrans, CblasNoTrans, V, C, mc, 1.0f, s->logits, V, hs, C, 1.0f, g->wte, C);
         }
     }
     double sum = 0;
@@ -952,8 +954,7 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
 void gpt_prefix(float *out, const gpt_config *c, const gpt_weights *w, const float *emb, int n) {
     if (n <= 0) return;
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * c->C, w->map_b, (size_t)c->C * sizeof(float));
-    gemm(CblasNoTrans, CblasTrans, n, c->C, c->E, 1.0f, emb, c->E, w->map_w, c->E, 1.0f, out,
-                c->C);
+    gemm(CblasNoTrans, CblasTrans, n, c->C, c->E, 1.0f, emb, c->E, w->map_w, c->E, 1.0f, out, c->C);
 }
 
 gpt_cache *gpt_cache_new(const gpt_config *c, int R, int T) {
@@ -1134,8 +1135,8 @@ double gpt_gen_flops(const gpt_gen *g) { return g->flops; }
 static void gen_step(gpt_gen *g, int A) {
     const gpt_config *c = g->c;
     gpt_step(g->kv, c, g->w, g->out, g->in, g->slot, g->pos, A);
-    gemm(CblasNoTrans, CblasTrans, A, g->o.vt, c->C, 1.0f, g->out, c->C, g->w->wte, c->C, 0.0f,
-                g->logits, g->o.vt);
+    gemm(CblasNoTrans, CblasTrans, A, g->o.vt, c->C, 1.0f, g->out, c->C, g->w->wte, c->C, 0.0f, g->logits,
+         g->o.vt);
     double C = c->C;
     g->flops += 2.0 * A * (c->L * (C * 3 * C + C * C + 2 * C * c->F) + C * g->o.vt);
 }

@@ -27,6 +27,12 @@
 
 #include "safetensors.h"
 
+/* The threads of everything below (n <= 0: every online core); returns the
+ * count. Matrix products are cut into one-thread sgemm slabs on these threads
+ * (OpenBLAS itself then runs one thread), unless the environment says
+ * WSAC_GEMM_THREADS=openblas: OpenBLAS threads each whole product instead. */
+int gpt_set_threads(int n);
+
 typedef struct {
     int E;     /* prefix input width: clap_project.model.0.weight is [C, E] */
     int C;     /* n_embd */
