@@ -2,6 +2,7 @@
 #include "audio.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <sndfile.h>
 #include <soxr.h>
 #include <stdio.h>
@@ -88,11 +89,16 @@ int audio_load(const char *path, const audio_opts *o, audio_buf *a, char *err, s
     a->n = 0;
     SF_INFO info;
     memset(&info, 0, sizeof info);
+    /* libsndfile keeps the reason an open failed in one process-wide
+     * variable: files opened on several threads at once (wav2mel --threads)
+     * read each other's reasons ("No Error." for a missing file) unless the
+     * open and the reading of its reason go one thread at a time */
+    static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&open_mu);
     SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (!sf) {
-        snprintf(err, errlen, "cannot read audio: %s", sf_strerror(NULL));
-        return -1;
-    }
+    if (!sf) snprintf(err, errlen, "cannot read audio: %s", sf_strerror(NULL));
+    pthread_mutex_unlock(&open_mu);
+    if (!sf) return -1;
     if (info.channels < 1 || info.samplerate < 1) {
         snprintf(err, errlen, "invalid audio header (%d channels, %d Hz)", info.channels, info.samplerate);
         sf_close(sf);
