@@ -17,8 +17,9 @@
 static const char usage[] =
     "Usage: clap-text -m MODEL [OPTIONS] [FILE]\n"
     "Read captions from FILE or stdin, one per line as KEY<TAB>CAPTION (a line\n"
-    "without a tab is keyed by its line number), or a Clotho or AudioCaps CSV file\n"
-    "with --csv, and write a tensor stream with one record per caption: \"emb\" f32\n"
+    "without a tab is keyed by its line number), a Clotho or AudioCaps CSV file\n"
+    "with --csv, or a WSAC caption list (csv2json.py's clotho.json) with --json,\n"
+    "and write a tensor stream with one record per caption: \"emb\" f32\n"
     "[E], its L2-normalised WavCaps CLAP text embedding, and \"text\", the caption\n"
     "as given. Tokenized as Hugging Face's BertTokenizer (bert-base-uncased) and\n"
     "truncated to the model's max_len tokens ([CLS] and [SEP] included: 30).\n"
@@ -27,6 +28,13 @@ static const char usage[] =
     "      --csv            the input is CSV: Clotho (file_name,caption_1..caption_N;\n"
     "                       keys FILE_NAME#1..#N) or AudioCaps (audiocap_id,\n"
     "                       youtube_id,start_time,caption; key audiocap_id)\n"
+    "      --json           the input is a JSON list of caption strings, as WSAC's\n"
+    "                       data/csv2json.py writes it; entry i is keyed \"i\"\n"
+    "                       (0-based, header strings counted). The CSV header\n"
+    "                       strings csv2json copies in (\"caption_1\"..\"caption_5\",\n"
+    "                       \"caption\") are named and skipped (they fail)\n"
+    "      --keep-header    with --json: embed those strings as the published\n"
+    "                       code does (each is still named)\n"
     "      --ids            add \"ids\", i32 [L]: the token ids BERT read\n"
     "      --batch N        at most N captions per forward pass (64); only captions\n"
     "                       already read are batched, so records still stream\n"
@@ -37,10 +45,12 @@ static const char usage[] =
     "  -h, --help           show this help\n"
     "\n"
     "A caption that is empty (no tokens), not valid UTF-8 or holds a NUL byte, a\n"
-    "line over 1 MiB and a CSV row with the wrong number of fields fail: each is\n"
-    "named on stderr with its key (or line) and listed in the trailer.\n"
+    "line over 1 MiB, a CSV row with the wrong number of fields, a JSON entry\n"
+    "that is not a string and a csv2json header string fail: each is named on\n"
+    "stderr with its key (or line) and listed in the trailer.\n"
     "Exit status: 0 all captions written, 1 usage error, 2 fatal (unreadable or\n"
-    "wrong model, unknown CSV header, failed write), 3 some captions failed.\n";
+    "wrong model, unknown CSV header, input that is not JSON or not a list,\n"
+    "failed write), 3 some captions failed.\n";
 
 #define MAX_RECORD (1 << 20)
 
@@ -54,20 +64,23 @@ int main(int argc, char **argv) {
     tool_init("clap-text");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
-    int csv = 0, want_ids = 0, batch = 64;
+    int csv = 0, json = 0, keep_header = 0, want_ids = 0, batch = 64;
     const char *model_path = NULL;
-    enum { O_CSV = 256, O_IDS, O_BATCH };
+    enum { O_CSV = 256, O_IDS, O_BATCH, O_JSON, O_KEEP_HEADER };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"csv", no_argument, 0, O_CSV},
         {"ids", no_argument, 0, O_IDS},       {"batch", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, 'j'}, {"quiet", no_argument, 0, 'q'},
         {"verbose", no_argument, 0, 'v'},     {"help", no_argument, 0, 'h'},
+        {"json", no_argument, 0, O_JSON},     {"keep-header", no_argument, 0, O_KEEP_HEADER},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, ":m:j:qvh", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case O_CSV: csv = 1; break;
+        case O_JSON: json = 1; break;
+        case O_KEEP_HEADER: keep_header = 1; break;
         case O_IDS: want_ids = 1; break;
         case O_BATCH: batch = (int)parse_long("--batch", optarg, 1, 4096); break;
         case 'j': threads = (int)parse_long("--threads", optarg, 1, 64); break;
@@ -78,6 +91,8 @@ int main(int argc, char **argv) {
         }
     }
     if (!model_path) die_usage("a model is required (-m FILE)");
+    if (csv && json) die_usage("--csv and --json exclude each other");
+    if (keep_header && !json) die_usage("--keep-header only applies to --json");
     if (argc - optind > 1) die_usage("one input file at most (got %d)", argc - optind);
     const char *in_name = "stdin";
     int fd = 0;
@@ -120,12 +135,14 @@ int main(int argc, char **argv) {
         {"tokenizer", 's', 0, 0, "bert-base-uncased wordpiece"},
         {"max_len", 'i', cf->max_len, 0, 0},
         {"embed_dim", 'i', cf->embed, 0, 0},
-        {"input", 's', 0, 0, csv ? "csv" : "lines"},
+        {"input", 's', 0, 0, csv ? "csv" : json ? "json" : "lines"},
     };
     ws_writer *w = ws_writer_open(stdout, "clap-text", params, (int)(sizeof params / sizeof params[0]), NULL);
 
     if (fd == 0 && isatty(0)) warnx_("reading captions from the terminal (see --help)");
-    cap_reader *cr = cap_open(fd, in_name, csv ? CAP_CSV : CAP_LINES, MAX_RECORD);
+    cap_reader *cr = cap_open(fd, in_name, csv ? CAP_CSV : json ? CAP_JSON : CAP_LINES, MAX_RECORD);
+    cap_keep_header(cr, keep_header);
+    long headers = 0;
     item *items = xcalloc((size_t)batch, sizeof(item));
     int32_t *idbuf = xmalloc((size_t)batch * (size_t)cf->max_len * sizeof(int32_t));
     int32_t *packed = xmalloc((size_t)batch * (size_t)cf->max_len * sizeof(int32_t));
@@ -151,6 +168,12 @@ int main(int argc, char **argv) {
             it->ids = idbuf + (size_t)n * cf->max_len;
             it->len = 0;
             n++;
+            if (it->c.header) {
+                headers++;
+                if (!it->c.err[0])
+                    warnx_("key '%s': \"%s\" is a CSV header string csv2json.py copied in: embedded (--keep-header)",
+                           it->c.key, it->c.text);
+            }
             if (it->c.err[0]) continue;
             int trunc = 0;
             int L = wp_encode(wp, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err, sizeof it->c.err);
@@ -183,7 +206,7 @@ int main(int argc, char **argv) {
         for (int i = 0, b = 0; i < n; i++) {
             item *it = &items[i];
             if (!it->len) {
-                if (it->c.text) ws_fail(w, it->c.key, "line %ld: %s", it->c.line, it->c.err);
+                if (it->c.text && !json) ws_fail(w, it->c.key, "line %ld: %s", it->c.line, it->c.err);
                 else ws_fail(w, it->c.key, "%s", it->c.err);
             } else {
                 int64_t shape[1] = {cf->embed};
@@ -203,6 +226,10 @@ int main(int argc, char **argv) {
         progress_update(&pr, done);
     }
     progress_end(&pr, done);
+    if (headers && !keep_header)
+        warnx_("%ld csv2json header string%s skipped (a bug of the published data/csv2json.py; --keep-header "
+               "embeds them as WSAC did)",
+               headers, headers == 1 ? "" : "s");
     if (tool_verbose) {
         if (truncated) infox("%ld caption%s truncated to %d tokens", truncated, truncated == 1 ? "" : "s", cf->max_len);
         if (t_model > 0)

@@ -1,9 +1,10 @@
-/* captions.c - keyed captions from lines or Clotho/AudioCaps CSV (see captions.h). */
+/* captions.c - keyed captions from lines, Clotho/AudioCaps CSV or csv2json lists (see captions.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "captions.h"
 
 #include <csv.h>
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,6 +56,10 @@ struct cap_reader {
     /* records of the current row still to hand out */
     row pending;
     int next_cap;
+    /* JSON: the list, parsed once the input is in */
+    json_t *json;
+    size_t jnext;
+    int keep_header;
 };
 
 void caption_free(caption *c) {
@@ -88,10 +93,10 @@ cap_reader *cap_open(int fd, const char *name, int mode, size_t max_record) {
     r->name = name;
     r->mode = mode;
     r->max_record = max_record;
-    r->fmt = mode == CAP_LINES ? CAP_FMT_LINES : -1;
+    r->fmt = mode == CAP_LINES ? CAP_FMT_LINES : mode == CAP_JSON ? CAP_FMT_JSON : -1;
     if (mode == CAP_LINES) {
         lr_init(&r->lr, fd, max_record);
-    } else {
+    } else if (mode == CAP_CSV) {
         csv_start(r);
         r->cap = 1 << 16;
         r->buf = xmalloc(r->cap);
@@ -104,6 +109,8 @@ void cap_close(cap_reader *r) {
     if (!r) return;
     if (r->mode == CAP_LINES) {
         lr_free(&r->lr);
+    } else if (r->mode == CAP_JSON) {
+        if (r->json) json_decref(r->json);
     } else {
         csv_free(&r->csv);
         free(r->buf);
@@ -118,6 +125,7 @@ void cap_close(cap_reader *r) {
 }
 
 const char *cap_error(const cap_reader *r) { return r->errbuf; }
+void cap_keep_header(cap_reader *r, int keep) { r->keep_header = keep; }
 int cap_format(const cap_reader *r) { return r->fmt; }
 int cap_per_row(const cap_reader *r) { return r->fmt == CAP_FMT_CLOTHO ? r->ncap : 1; }
 
@@ -126,6 +134,7 @@ const char *cap_format_name(int fmt) {
     case CAP_FMT_LINES: return "lines";
     case CAP_FMT_CLOTHO: return "clotho";
     case CAP_FMT_AUDIOCAPS: return "audiocaps";
+    case CAP_FMT_JSON: return "json";
     default: return "unknown";
     }
 }
@@ -470,15 +479,126 @@ static int next_csv(cap_reader *r, caption *c) {
     }
 }
 
+/* ------------------------------------------------------------------ JSON */
+
+/* What data/csv2json.py copies from a header row: row[1:] of Clotho's
+ * file_name,caption_1..caption_5, row[1] of AudioCaps' audiocap_id,
+ * youtube_id,... (or of WavCaps' file_name,caption). */
+int cap_is_header_string(const char *s, size_t len) {
+    if ((len == 7 && !memcmp(s, "caption", 7)) || (len == 10 && !memcmp(s, "youtube_id", 10))) return 1;
+    if (len < 9 || len > 12 || memcmp(s, "caption_", 8) || s[8] == '0') return 0;
+    for (size_t i = 8; i < len; i++)
+        if (s[i] < '0' || s[i] > '9') return 0;
+    return 1;
+}
+
+#define JSON_MAX ((size_t)1 << 30)
+
+static const char *json_kind(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+/* Read the whole input and parse it: 0, or CAP_ERROR. */
+static int json_load(cap_reader *r) {
+    size_t n = 0, cap = 1 << 16;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) {
+            if (cap >= JSON_MAX) {
+                free(buf);
+                return fatal(r, "%s: a JSON caption list larger than %zu MiB", r->name, JSON_MAX >> 20);
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        ssize_t k = read(r->fd, buf + n, cap - n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            int e = errno;
+            free(buf);
+            return fatal(r, "%s: %s", r->name, strerror(e));
+        }
+        if (k == 0) break;
+        n += (size_t)k;
+    }
+    char *s = buf;
+    skip_bom(&s, &n);
+    json_error_t je;
+    /* \u0000 is allowed so that such a caption fails by itself */
+    r->json = json_loadb(s, n, JSON_ALLOW_NUL, &je);
+    free(buf);
+    if (!r->json)
+        return fatal(r, "%s: line %d, column %d: not valid JSON: %s", r->name, je.line, je.column, je.text);
+    if (!json_is_array(r->json))
+        return fatal(r, "%s: the JSON is %s, not a list of caption strings (csv2json.py's [\"caption\", ...])", r->name,
+                     json_kind(r->json));
+    json_t *first = json_array_get(r->json, 0);
+    if (first && json_is_string(first) && !strcmp(json_string_value(first), "youtube_id"))
+        return fatal(r,
+                     "%s: the list starts with \"youtube_id\": csv2json.py made it from the official AudioCaps CSV "
+                     "(audiocap_id,youtube_id,start_time,caption), whose column 1 is the YouTube id, so every entry "
+                     "is an id, not a caption; read the CSV with --csv instead",
+                     r->name);
+    return 0;
+}
+
+static int next_json(cap_reader *r, caption *c) {
+    if (!r->json && json_load(r)) return CAP_ERROR;
+    size_t n = json_array_size(r->json);
+    if (r->jnext >= n) return CAP_EOF;
+    size_t i = r->jnext++;
+    json_t *v = json_array_get(r->json, i);
+    char key[32];
+    int kn = snprintf(key, sizeof key, "%zu", i);
+    long line = (long)i + 1;
+    if (!json_is_string(v)) {
+        memset(c, 0, sizeof *c);
+        c->line = line;
+        c->key = xstrdup(key);
+        snprintf(c->err, sizeof c->err, "entry %zu is %s, not a caption string", i, json_kind(v));
+        return CAP_RECORD;
+    }
+    const char *s = json_string_value(v);
+    size_t len = json_string_length(v);
+    if (len > r->max_record) {
+        memset(c, 0, sizeof *c);
+        c->line = line;
+        c->key = xstrdup(key);
+        snprintf(c->err, sizeof c->err, "caption longer than %zu bytes: skipped", r->max_record);
+        return CAP_RECORD;
+    }
+    make_record(c, key, (size_t)kn, s, len, line, key, (size_t)kn, 0);
+    if (!c->err[0] && cap_is_header_string(s, len)) {
+        c->header = 1;
+        if (!r->keep_header)
+            snprintf(c->err, sizeof c->err,
+                     "\"%s\" is a CSV header string, not a caption (the published csv2json.py copies the header "
+                     "row into its list): skipped",
+                     s);
+    }
+    return CAP_RECORD;
+}
+
 int cap_next(cap_reader *r, caption *c) {
     memset(c, 0, sizeof *c);
     if (r->failed) return CAP_ERROR;
+    if (r->mode == CAP_JSON) return next_json(r, c);
     return r->mode == CAP_LINES ? next_line(r, c) : next_csv(r, c);
 }
 
 int cap_ready(cap_reader *r) {
     if (r->failed) return 1;
     if (r->mode == CAP_LINES) return lr_ready(&r->lr);
+    if (r->mode == CAP_JSON) return 1; /* the whole list is read at the first cap_next */
     if ((r->pending.f && r->next_cap < r->ncap) || r->headrow < r->nrows || r->eof) return 1;
     struct pollfd p = {r->fd, POLLIN, 0};
     return poll(&p, 1, 0) > 0;

@@ -1,6 +1,7 @@
 /* fuzz_captions.c - the caption reader (lib/captions.h, lib/lines.c) on
- * arbitrary bytes, as KEY<TAB>CAPTION lines and as Clotho/AudioCaps CSV
- * (clap-text's default and --csv input).
+ * arbitrary bytes, as KEY<TAB>CAPTION lines, as Clotho/AudioCaps CSV and as
+ * csv2json's JSON caption lists (clap-text's default, --csv and --json
+ * input; JSON also with --keep-header).
  *
  * The input is the file. It is read from a memfd in both modes, twice: in
  * pieces (see fuzz_common.h) and whole; both reads must give the same
@@ -9,7 +10,8 @@
  * row paths run; no record longer than max_record comes out. Every record has a key; one that did not
  * fail has a valid UTF-8 key without NUL and a valid UTF-8 caption of
  * exactly len bytes without NUL; line numbers never go backwards; a fatal
- * error says why and stays fatal. */
+ * error says why and stays fatal. JSON: entry i is keyed "i" (line i + 1),
+ * header strings are marked, and fail unless kept. */
 #include "fuzz_common.h"
 
 #include <stdlib.h>
@@ -44,6 +46,8 @@ static char *captions_run(const uint8_t *data, size_t size, int mode, int chunke
     if (chunked) fz_chunk_fd(fd, size);
     size_t max_record = size % 2 ? 64 : (size_t)1 << 20;
     cap_reader *r = cap_open(fd, "fuzz", mode, max_record);
+    int keep = size % 3 == 0;
+    if (mode == CAP_JSON) cap_keep_header(r, keep);
     caption c;
     int s;
     long last_line = 0;
@@ -57,6 +61,15 @@ static char *captions_run(const uint8_t *data, size_t size, int mode, int chunke
         FZ_ASSERT(c.line >= 1 && c.line >= last_line);
         last_line = c.line;
         FZ_ASSERT(strlen(c.err) < sizeof c.err);
+        if (mode == CAP_JSON) {
+            char k[32];
+            snprintf(k, sizeof k, "%ld", c.line - 1);
+            FZ_ASSERT(strcmp(c.key, k) == 0 && c.index == 0);
+            if (c.header) FZ_ASSERT(c.text && cap_is_header_string(c.text, c.len) && (keep ? !c.err[0] : c.err[0] != 0));
+            if (!c.err[0]) FZ_ASSERT(!cap_is_header_string(c.text, c.len) || (keep && c.header));
+        } else {
+            FZ_ASSERT(!c.header);
+        }
         if (!c.err[0]) {
             size_t kl = strlen(c.key);
             FZ_ASSERT(utf8_valid(c.key, kl));
@@ -67,6 +80,8 @@ static char *captions_run(const uint8_t *data, size_t size, int mode, int chunke
                 FZ_ASSERT(c.index == 0 && !strchr(c.key, '\t') && !strchr(c.key, '\n'));
                 FZ_ASSERT(!strchr(c.text, '\n'));
                 FZ_ASSERT(strlen(c.key) <= max_record);
+            } else if (mode == CAP_JSON) {
+                FZ_ASSERT(cap_format(r) == CAP_FMT_JSON && strcmp(c.key, c.id) == 0);
             } else if (cap_format(r) == CAP_FMT_CLOTHO) {
                 FZ_ASSERT(c.index >= 1 && c.index <= cap_per_row(r));
             } else {
@@ -99,7 +114,7 @@ static char *captions_run(const uint8_t *data, size_t size, int mode, int chunke
 }
 
 static void captions_one(const uint8_t *data, size_t size) {
-    for (int mode = CAP_LINES; mode <= CAP_CSV; mode++) {
+    for (int mode = CAP_LINES; mode <= CAP_JSON; mode++) {
         /* the same records whether the input came whole or in pieces */
         size_t la, lb;
         char *a = captions_run(data, size, mode, 1, &la);

@@ -195,6 +195,11 @@ put("captions", "audiocaps.csv",
     '91139,r1nicOVtvkQ,130,A woman talks nearby as water pours\r\n'
     '58146,UDGBjjwyaqE,20,"Multiple clanging and clanking sounds"\r\n'
     '11,ab,1,"unterminated')
+put("captions", "clotho.json",
+    json.dumps(["caption_1", "caption_2", "caption_3", "caption_4", "caption_5", "A dog barks.",
+                "Caf\u00e9 \"quoted\"\nnewline", "A dog barks.", 3, None, "x\u0000y", "", "caption"]))
+put("captions", "audiocaps-official.json", json.dumps(["youtube_id", "r1nicOVtvkQ"]))
+put("captions", "nested.json", '\ufeff[["a"], {"b": "c"}, "caption_10", "caption_0", "\\ud83d\\ude00 emoji"]')
 
 put("refs", "clotho.csv",
     'file_name,caption_1,caption_2,caption_3\n'
