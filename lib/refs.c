@@ -308,6 +308,14 @@ int refs_load(cap_set *set, const char *path, char *err, size_t errlen) {
     size_t i = 0;
     if (len >= 3 && !memcmp(buf, "\xEF\xBB\xBF", 3)) i = 3;
     while (i < len && (buf[i] == ' ' || buf[i] == '\t' || buf[i] == '\n' || buf[i] == '\r')) i++;
+    if (i < len && buf[i] == '[') { /* WSAC's csv2json list: captions without the audio they describe */
+        snprintf(err, errlen,
+                 "%s: a JSON list of captions (csv2json.py's clotho.json) names no audio, so it cannot be references; "
+                 "give the captions CSV (file_name,caption_1..caption_N) or {\"KEY\": [\"ref\", ...]}",
+                 path);
+        free(buf);
+        return -1;
+    }
     int r = i < len && buf[i] == '{' ? load_json(set, path, buf, len, err, errlen) : load_csv(set, path, buf, len, err, errlen);
     free(buf);
     if (r) capset_free(set);
