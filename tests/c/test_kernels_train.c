@@ -1,0 +1,292 @@
+/* test_kernels_train.c - the training kernels of lib/kernels_conv.c and the
+ * losses of lib/contrastive.c: each fast kernel against its naive twin on odd
+ * sizes, adjoint identities, the losses' gradients against central
+ * differences.
+ *
+ * Also the C side of tests/py/test_kernels_train.py (PyTorch parity):
+ *   test_kernels_train dump OP IN OUT
+ * IN: int32 n, int32 ints[n], then float32 inputs in the order OP reads them;
+ * OUT: float32 outputs concatenated (see dump() for each OP's layout). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "gap.h"
+#include "contrastive.h"
+#include "kernels.h"
+#include "nn.h"
+#include "util.h"
+
+static rng_t R;
+
+static float *rnd(size_t n, double s) {
+    float *x = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)(s * rng_normal(&R));
+    return x;
+}
+
+static float *zeros(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
+
+/* max |a - b| / max |b| */
+static double relerr(const float *a, const float *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+static void test_conv(void) {
+    int B = 3, Cin = 5, Cout = 7, T = 9, F = 11;
+    size_t ni = (size_t)B * Cin * T * F, no = (size_t)B * Cout * T * F, nw = (size_t)Cout * Cin * 9;
+    float *x = rnd(ni, 1), *w = rnd(nw, 0.3), *g = rnd(no, 1), *cols = zeros(conv3x3_scratch(Cin, T, F));
+    float *y = zeros(no), *y0 = zeros(no), *dx = zeros(ni), *dx0 = zeros(ni), *dw = zeros(nw), *dw0 = zeros(nw);
+    conv3x3_forward(y, cols, x, w, B, Cin, Cout, T, F);
+    conv3x3_forward_naive(y0, x, w, B, Cin, Cout, T, F);
+    double e = relerr(y, y0, no);
+    CHECKF(e < 1e-6, "conv3x3 forward (im2col + sgemm) = naive twin", "%.3g", e);
+    conv3x3_backward(dx, dw, cols, g, x, w, B, Cin, Cout, T, F);
+    conv3x3_backward_naive(dx0, dw0, g, x, w, B, Cin, Cout, T, F);
+    double ex = relerr(dx, dx0, ni), ew = relerr(dw, dw0, nw);
+    CHECKF(ex < 1e-6 && ew < 1e-6, "conv3x3 backward = naive twin (input, weight)", "%.3g %.3g", ex, ew);
+    /* adjoint: <conv(x), g> = <x, dx> = <w, dw> */
+    double a = dot(y0, g, no), b = dot(x, dx0, ni), c = dot(w, dw0, nw);
+    CHECKF(fabs(a - b) < 1e-4 * fabs(a) + 1e-3 && fabs(a - c) < 1e-4 * fabs(a) + 1e-3,
+           "conv3x3 backward is the adjoint of the forward", "%.9g %.9g %.9g", a, b, c);
+    free(x), free(w), free(g), free(cols), free(y), free(y0), free(dx), free(dx0), free(dw), free(dw0);
+}
+
+static void test_bn(int O, int C, int S, const char *name) {
+    size_t n = (size_t)O * C * S;
+    float *x = rnd(n, 2), *w = rnd(C, 0.5), *b = rnd(C, 0.5), *g = rnd(n, 1);
+    for (size_t i = 0; i < n; i++) x[i] += 3;
+    float *rm = rnd(C, 1), *rv = zeros(C), *rm0 = zeros(C), *rv0 = zeros(C);
+    for (int c = 0; c < C; c++) rv[c] = 1 + (float)c, rm0[c] = rm[c], rv0[c] = rv[c];
+    float *y = zeros(n), *y0 = zeros(n), *m = zeros(C), *r = zeros(C), *m0 = zeros(C), *r0 = zeros(C);
+    batchnorm_forward_train(y, m, r, rm, rv, x, w, b, O, C, S, 1e-5f, 0.1f);
+    batchnorm_forward_train_naive(y0, m0, r0, rm0, rv0, x, w, b, O, C, S, 1e-5f, 0.1f);
+    char nm[160];
+    snprintf(nm, sizeof nm, "batch norm (%s) train forward, saved and running statistics = naive twin", name);
+    double e = fmax(fmax(relerr(y, y0, n), relerr(m, m0, C)), fmax(relerr(rm, rm0, C), relerr(rv, rv0, C)));
+    e = fmax(e, relerr(r, r0, C));
+    CHECKF(e < 1e-6, nm, "%.3g", e);
+    float *dx = zeros(n), *dx0 = zeros(n), *dw = zeros(C), *db = zeros(C), *dw0 = zeros(C), *db0 = zeros(C);
+    batchnorm_backward(dx, dw, db, g, x, m, r, w, O, C, S);
+    batchnorm_backward_naive(dx0, dw0, db0, g, x, m, r, w, O, C, S);
+    e = fmax(relerr(dx, dx0, n), fmax(relerr(dw, dw0, C), relerr(db, db0, C)));
+    snprintf(nm, sizeof nm, "batch norm (%s) backward = naive twin", name);
+    CHECKF(e < 1e-5, nm, "%.3g", e);
+    /* gradient of sum(g * y) against central differences on a few inputs (double-checked in double) */
+    double worst = 0;
+    for (int k = 0; k < 5; k++) {
+        size_t i = (size_t)(rng_uniform(&R) * n);
+        float keep = x[i], h = 1e-2f;
+        x[i] = keep + h;
+        batchnorm_forward_train_naive(y0, m0, r0, NULL, NULL, x, w, b, O, C, S, 1e-5f, 0.1f);
+        double lp = dot(y0, g, n);
+        x[i] = keep - h;
+        batchnorm_forward_train_naive(y0, m0, r0, NULL, NULL, x, w, b, O, C, S, 1e-5f, 0.1f);
+        double lm = dot(y0, g, n);
+        x[i] = keep;
+        double fd = (lp - lm) / (2.0 * h);
+        worst = fmax(worst, fabs(fd - dx0[i]) / (fabs(fd) + 1e-2));
+    }
+    snprintf(nm, sizeof nm, "batch norm (%s) backward agrees with central differences", name);
+    CHECKF(worst < 2e-2, nm, "%.3g", worst);
+    free(x), free(w), free(b), free(g), free(rm), free(rv), free(rm0), free(rv0), free(y), free(y0), free(m), free(r);
+    free(m0), free(r0), free(dx), free(dx0), free(dw), free(db), free(dw0), free(db0);
+}
+
+static void test_pool(void) {
+    int Rr = 4, T = 9, F = 7; /* odd: the last row and column are dropped */
+    size_t n = (size_t)Rr * T * F, no = (size_t)Rr * (T / 2) * (F / 2);
+    float *x = rnd(n, 1), *g = rnd(no, 1), *y = zeros(no), *dx = zeros(n);
+    avgpool2x2_forward(y, x, Rr, T, F);
+    avgpool2x2_backward(dx, g, Rr, T, F);
+    double a = dot(y, g, no), b = dot(x, dx, n);
+    CHECKF(fabs(a - b) < 1e-5 * (fabs(a) + 1), "avg pool 2x2 backward is the adjoint of the forward (odd sizes)",
+           "%.9g %.9g", a, b);
+    int zero = 1;
+    for (int r = 0; r < Rr; r++)
+        for (int t = 0; t < T; t++) zero &= dx[((size_t)r * T + t) * F + F - 1] == 0;
+    CHECK(zero, "avg pool 2x2 backward: the dropped column gets no gradient");
+    free(x), free(g), free(y), free(dx);
+
+    int N = 5, T2 = 6, F2 = 3;
+    size_t n2 = (size_t)N * T2 * F2;
+    float *x2 = rnd(n2, 1), *gf = rnd(N, 1), *feat = zeros(N), *d2 = zeros(n2);
+    int *am = xcalloc(N, sizeof(int));
+    timefreq_pool_forward(feat, am, x2, N, T2, F2);
+    timefreq_pool_backward(d2, gf, am, N, T2, F2);
+    double worst = 0;
+    for (size_t i = 0; i < n2; i += 7) {
+        float keep = x2[i], h = 1e-3f, fp[8], fm[8];
+        x2[i] = keep + h;
+        timefreq_pool_forward(fp, NULL, x2, N, T2, F2);
+        x2[i] = keep - h;
+        timefreq_pool_forward(fm, NULL, x2, N, T2, F2);
+        x2[i] = keep;
+        double fd = (dot(fp, gf, N) - dot(fm, gf, N)) / (2.0 * h);
+        worst = fmax(worst, fabs(fd - d2[i]));
+    }
+    CHECKF(worst < 1e-3, "time/frequency head pooling backward agrees with central differences", "%.3g", worst);
+    free(x2), free(gf), free(feat), free(d2), free(am);
+}
+
+static void test_linear(void) {
+    int N = 7, C = 13, OC = 5;
+    float *x = rnd((size_t)N * C, 1), *W = rnd((size_t)OC * C, 0.3), *g = rnd((size_t)N * OC, 1);
+    float *dx = zeros((size_t)N * C), *dx0 = zeros((size_t)N * C), *dW = zeros((size_t)OC * C),
+          *dW0 = zeros((size_t)OC * C), *db = zeros(OC), *db0 = zeros(OC);
+    linear_backward(dx, dW, db, g, x, W, N, C, OC);
+    linear_backward_naive(dx0, dW0, db0, g, x, W, N, C, OC);
+    double e = fmax(relerr(dx, dx0, (size_t)N * C), fmax(relerr(dW, dW0, (size_t)OC * C), relerr(db, db0, OC)));
+    CHECKF(e < 1e-6, "linear backward = naive twin", "%.3g", e);
+    free(x), free(W), free(g), free(dx), free(dx0), free(dW), free(dW0), free(db), free(db0);
+}
+
+static void test_losses(void) {
+    int B = 9, D = 6, M = 2;
+    int aid[9] = {0, 0, 1, 2, 2, 2, 3, 4, 1};
+    float *a = rnd((size_t)B * D, 1), *t = rnd((size_t)B * D, 1), *ta = rnd((size_t)B * M * D, 1),
+          *tt = rnd((size_t)B * M * D, 1);
+    float *da = zeros((size_t)B * D), *dt = zeros((size_t)B * D);
+    for (int pass = 0; pass < 2; pass++) {
+        double ws = pass ? 0.7 : 1, wd = pass ? 1.3 : 0;
+        contrastive_out o = contrastive_loss(da, dt, a, t, aid, pass ? ta : NULL, pass ? tt : NULL, M, B, D, 0.05f,
+                                             ws, wd);
+        double worst = 0, gmax = 0;
+        for (int which = 0; which < 2; which++)
+            for (int i = 0; i < B * D; i += 5) {
+                float *p = which ? t : a, keep = p[i], h = 3e-3f;
+                p[i] = keep + h;
+                double lp = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, B, D, 0.05f, ws, wd).total;
+                p[i] = keep - h;
+                double lm = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, B, D, 0.05f, ws, wd).total;
+                p[i] = keep;
+                double fd = (lp - lm) / ((double)(keep + h) - (double)(keep - h)), an = (which ? dt : da)[i];
+                worst = fmax(worst, fabs(fd - an));
+                gmax = fmax(gmax, fabs(an));
+            }
+        worst /= gmax;
+        CHECKF(o.positives == 9 + 2 + 2 + 6, "L_sup counts every positive entry of I", "%d", o.positives);
+        CHECKF(worst < 2e-4, pass ? "L_sup + L_dist gradient agrees with central differences (within 2e-4 of the largest)"
+                                  : "L_sup gradient agrees with central differences (within 2e-4 of the largest)",
+               "%.3g", worst);
+    }
+    free(a), free(t), free(ta), free(tt), free(da), free(dt);
+}
+
+/* ------------------------------------------------------------------ dump mode */
+
+static void put(FILE *f, const float *x, size_t n) {
+    if (fwrite(x, sizeof(float), n, f) != n) die("write failed");
+}
+
+static int dump(const char *op, const char *inpath, const char *outpath) {
+    FILE *f = fopen(inpath, "rb");
+    if (!f) die("%s: cannot open", inpath);
+    int32_t ni, iv[4096];
+    if (fread(&ni, 4, 1, f) != 1 || ni < 0 || ni > 4096 || fread(iv, 4, (size_t)ni, f) != (size_t)ni)
+        die("%s: bad header", inpath);
+    long here = ftell(f);
+    fseek(f, 0, SEEK_END);
+    size_t nf = (size_t)(ftell(f) - here) / 4;
+    fseek(f, here, SEEK_SET);
+    float *buf = xmalloc((nf ? nf : 1) * sizeof(float)), *p = buf;
+    if (fread(buf, 4, nf, f) != nf) die("%s: short read", inpath);
+    fclose(f);
+    FILE *o = fopen(outpath, "wb");
+    if (!o) die("%s: cannot create", outpath);
+#define TAKE(n) (p += (n), p - (n))
+    if (!strcmp(op, "conv")) { /* B Cin Cout T F; x w dout -> y dx dw */
+        int B = iv[0], Cin = iv[1], Cout = iv[2], T = iv[3], F = iv[4];
+        size_t ni_ = (size_t)B * Cin * T * F, no = (size_t)B * Cout * T * F, nw = (size_t)Cout * Cin * 9;
+        float *x = TAKE(ni_), *w = TAKE(nw), *g = TAKE(no);
+        float *cols = zeros(conv3x3_scratch(Cin, T, F)), *y = zeros(no), *dx = zeros(ni_), *dw = zeros(nw);
+        conv3x3_forward(y, cols, x, w, B, Cin, Cout, T, F);
+        conv3x3_backward(dx, dw, cols, g, x, w, B, Cin, Cout, T, F);
+        put(o, y, no), put(o, dx, ni_), put(o, dw, nw);
+        free(cols), free(y), free(dx), free(dw);
+    } else if (!strcmp(op, "bn")) { /* O C S; x w b rm rv dout -> y rm' rv' dx dw db yeval(old stats) */
+        int O = iv[0], C = iv[1], S = iv[2];
+        size_t n = (size_t)O * C * S;
+        float *x = TAKE(n), *w = TAKE(C), *b = TAKE(C), *rm = TAKE(C), *rv = TAKE(C), *g = TAKE(n);
+        float *ye = zeros(n), *y = zeros(n), *m = zeros(C), *r = zeros(C), *dx = zeros(n), *dw = zeros(C),
+              *db = zeros(C);
+        batchnorm_forward_eval(ye, x, w, b, rm, rv, O, C, S, 1e-5f);
+        batchnorm_forward_train(y, m, r, rm, rv, x, w, b, O, C, S, 1e-5f, 0.1f);
+        batchnorm_backward(dx, dw, db, g, x, m, r, w, O, C, S);
+        put(o, y, n), put(o, rm, C), put(o, rv, C), put(o, dx, n), put(o, dw, C), put(o, db, C), put(o, ye, n);
+        free(ye), free(y), free(m), free(r), free(dx), free(dw), free(db);
+    } else if (!strcmp(op, "pool")) { /* R T F; x dout -> y dx */
+        int Rr = iv[0], T = iv[1], F = iv[2];
+        size_t n = (size_t)Rr * T * F, no = (size_t)Rr * (T / 2) * (F / 2);
+        float *x = TAKE(n), *g = TAKE(no), *y = zeros(no), *dx = zeros(n);
+        avgpool2x2_forward(y, x, Rr, T, F);
+        avgpool2x2_backward(dx, g, Rr, T, F);
+        put(o, y, no), put(o, dx, n);
+        free(y), free(dx);
+    } else if (!strcmp(op, "head")) { /* N T F; x dfeat -> feat dx */
+        int N = iv[0], T = iv[1], F = iv[2];
+        size_t n = (size_t)N * T * F;
+        float *x = TAKE(n), *g = TAKE(N), *feat = zeros(N), *dx = zeros(n);
+        int *am = xcalloc((size_t)N, sizeof(int));
+        timefreq_pool_forward(feat, am, x, N, T, F);
+        timefreq_pool_backward(dx, g, am, N, T, F);
+        put(o, feat, N), put(o, dx, n);
+        free(feat), free(dx), free(am);
+    } else if (!strcmp(op, "linear")) { /* N C OC; x W b dout -> y dx dW db */
+        int N = iv[0], C = iv[1], OC = iv[2];
+        float *x = TAKE((size_t)N * C), *W = TAKE((size_t)OC * C), *b = TAKE(OC), *g = TAKE((size_t)N * OC);
+        float *y = zeros((size_t)N * OC), *dx = zeros((size_t)N * C), *dW = zeros((size_t)OC * C), *db = zeros(OC);
+        linear_forward(y, x, W, b, N, C, OC);
+        linear_backward(dx, dW, db, g, x, W, N, C, OC);
+        put(o, y, (size_t)N * OC), put(o, dx, (size_t)N * C), put(o, dW, (size_t)OC * C), put(o, db, OC);
+        free(y), free(dx), free(dW), free(db);
+    } else if (!strcmp(op, "loss")) { /* B D M aid[B]; a t ta tt tau wsup wdist -> sup dist total da dt */
+        int B = iv[0], D = iv[1], M = iv[2];
+        int *aid = xmalloc((size_t)B * sizeof(int));
+        for (int i = 0; i < B; i++) aid[i] = iv[3 + i];
+        float *a = TAKE((size_t)B * D), *t = TAKE((size_t)B * D), *ta = TAKE((size_t)B * M * D),
+              *tt = TAKE((size_t)B * M * D), *sc = TAKE(3);
+        float *da = zeros((size_t)B * D), *dt = zeros((size_t)B * D);
+        contrastive_out r = contrastive_loss(da, dt, a, t, aid, ta, tt, M, B, D, sc[0], sc[1], sc[2]);
+        float l[3] = {(float)r.sup, (float)r.dist, (float)r.total};
+        double ld[3] = {r.sup, r.dist, r.total};
+        put(o, l, 3), put(o, da, (size_t)B * D), put(o, dt, (size_t)B * D);
+        if (fwrite(ld, sizeof(double), 3, o) != 3) die("write failed");
+        free(aid), free(da), free(dt);
+    } else {
+        die("unknown op '%s'", op);
+    }
+#undef TAKE
+    if ((size_t)(p - buf) != nf) die("%s: %zu floats read, %zu given", op, (size_t)(p - buf), nf);
+    if (fclose(o)) die("%s: write failed", outpath);
+    free(buf);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    tool_init("test_kernels_train");
+    if (argc == 5 && !strcmp(argv[1], "dump")) return dump(argv[2], argv[3], argv[4]);
+    rng_seed(&R, 12);
+    test_conv();
+    test_bn(3, 5, 13, "[B, C, T*F]");
+    test_bn(27, 11, 1, "bn0: [B*T, M, 1]");
+    test_pool();
+    test_linear();
+    test_losses();
+    return check_exit();
+}
