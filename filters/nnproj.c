@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "embset.h"
+#include "gemm.h"
 #include "memproj.h"
 #include "nn.h"
 #include "stream.h"
@@ -66,7 +67,7 @@ int main(int argc, char **argv) {
     if (!method || (strcmp(method, "nnd") && strcmp(method, "pd"))) die_usage("--method must be nnd or pd");
     if (argc - optind > 1) die_usage("at most one input stream");
     int pd = !strcmp(method, "pd");
-    nn_set_threads(threads);
+    gemm_init(threads);
 
     embset mem;
     char err[700];

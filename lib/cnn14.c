@@ -700,12 +700,32 @@ static void tile_input(conv_job *j, int tid, int i, int c0, int c1, float *cols)
     }
 }
 
-/* The output side of tile i: sgemm(s) and epilogue, output channels [co0, co1). */
-static void tile_output(conv_job *j, int i, int co0, int co1, const float *cols, float *tile) {
+/* The output channels are computed in fixed chunks, by size alone: a power of
+ * two of them (2 and 4 threads share them evenly), each at least 64 channels
+ * on a multiple of 16 (whole SIMD blocks). Whatever the thread count and mode,
+ * every sgemm call is then the same, and so are the bits: OpenBLAS's kernels
+ * sum an element in an order that depends on the shape of its call (its
+ * Haswell kernels change the last bits when a product is cut differently). */
+static int chunk_width(int cout) {
+    int n = cout >= 512 ? 8 : cout >= 256 ? 4 : cout >= 128 ? 2 : 1;
+    return ((cout + n - 1) / n + 15) / 16 * 16;
+}
+static int nchunks(int cout) {
+    int w = chunk_width(cout);
+    return (cout + w - 1) / w;
+}
+
+/* The output side of tile i: sgemm(s) and epilogue, chunks [k0, k1) of the
+ * output channels. */
+static void tile_output(conv_job *j, int i, int k0, int k1, const float *cols, float *tile) {
     int last = j->pool ? j->T / 2 * 2 : j->T;
     int r0 = i * j->rows, nr = last - r0 < j->rows ? last - r0 : j->rows;
-    if (j->c->wino) conv_tile_winograd(j, r0, nr, co0, co1, cols, tile);
-    else conv_tile(j, r0, nr, co0, co1, cols, tile);
+    int w = chunk_width(j->c->cout);
+    for (int k = k0; k < k1; k++) {
+        int co0 = k * w, co1 = co0 + w < j->c->cout ? co0 + w : j->c->cout;
+        if (j->c->wino) conv_tile_winograd(j, r0, nr, co0, co1, cols, tile);
+        else conv_tile(j, r0, nr, co0, co1, cols, tile);
+    }
 }
 
 static void conv_run(conv_job *j, int tid) {
@@ -713,13 +733,13 @@ static void conv_run(conv_job *j, int tid) {
     if (!j->by_channels) {
         for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->ntiles;) {
             tile_input(j, tid, i, 0, c->cin, j->cols[tid]);
-            tile_output(j, i, 0, c->cout, j->cols[tid], j->tile[tid]);
+            tile_output(j, i, 0, nchunks(c->cout), j->cols[tid], j->tile[tid]);
         }
         return;
     }
     int c0, c1, o0, o1;
     share(c->cin, j->nthreads, tid, 1, &c0, &c1);
-    share(c->cout, j->nthreads, tid, 16, &o0, &o1); /* whole SIMD blocks of rows per sgemm */
+    share(nchunks(c->cout), j->nthreads, tid, 1, &o0, &o1); /* whole chunks of output channels */
     for (int i = 0; i < j->ntiles; i++) {
         tile_input(j, tid, i, c0, c1, j->cols[0]);
         pthread_barrier_wait(&j->bar);
@@ -750,7 +770,7 @@ static void conv_layer(cnn14_state *s, const cnn14_conv *c, float *out, const fl
     j.cols = s->cols, j.tile = s->tile;
     j.by_channels = by_channels(j.ntiles, s->threads);
     int n = s->threads;
-    if (j.by_channels && n > (c->cout + 15) / 16) n = (c->cout + 15) / 16;
+    if (j.by_channels && n > nchunks(c->cout)) n = nchunks(c->cout);
     if (!j.by_channels && n > j.ntiles) n = j.ntiles;
     j.nthreads = n;
     atomic_init(&j.next, 0);

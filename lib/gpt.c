@@ -2,11 +2,10 @@
  * forward/backward pass over packed batches, and KV-cached incremental
  * decoding (greedy and beam search). See gpt.h for the legend and layouts.
  *
- * Matrix products go to OpenBLAS (cblas_sgemm), one thread per slab of the
- * output on the parfor pool (gemm below); everything else runs on the same
- * pool, split so that every output element is computed by one thread in a
- * fixed order: results are bit-identical from run to run at a fixed thread
- * count. */
+ * Matrix products go to gemm (lib/gemm.c: one-thread OpenBLAS slabs on the
+ * parfor pool, cut by size alone); everything else runs on the same pool,
+ * split so that every output element is computed by one thread in a fixed
+ * order: results are bit-identical from run to run and across thread counts. */
 #include "gpt.h"
 
 #include <cblas.h>
@@ -16,63 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "nn.h"
 #include "parfor.h"
 #include "util.h"
 
 /* ================================================================ matrix products */
 
-/* C = alpha op(A) op(B) + beta C (row-major, cblas_sgemm's arguments less the
- * order). With more than one thread, the product is cut into one slab of
- * output columns (or rows, when there are few columns) per parfor thread and
- * each slab is a one-thread sgemm: every thread of the process then belongs
- * to one pool, and OpenBLAS's own workers (which spin in sched_yield after
- * every product, taking the core from ours) never run. */
-typedef struct {
-    CBLAS_TRANSPOSE ta, tb;
-    int M, N, K, lda, ldb, ldc, bycol;
-    float alpha, beta;
-    const float *A, *B;
-    float *C;
-} gemm_ctx;
-
-static void gemm_range(void *p, int lo, int hi) {
-    gemm_ctx *g = p;
-    if (g->bycol) {
-        int n0 = lo * 16, n1 = hi * 16 < g->N ? hi * 16 : g->N;
-        const float *B = g->tb == CblasTrans ? g->B + (size_t)n0 * g->ldb : g->B + n0;
-        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->M, n1 - n0, g->K, g->alpha, g->A, g->lda, B, g->ldb, g->beta,
-                    g->C + n0, g->ldc);
-    } else {
-        const float *A = g->ta == CblasTrans ? g->A + lo : g->A + (size_t)lo * g->lda;
-        cblas_sgemm(CblasRowMajor, g->ta, g->tb, hi - lo, g->N, g->K, g->alpha, A, g->lda, g->B, g->ldb, g->beta,
-                    g->C + (size_t)lo * g->ldc, g->ldc);
-    }
-}
-
-/* 0: OpenBLAS threads whole products (WSAC_GEMM_THREADS=openblas, for
- * comparison: bench/README.md) */
-static int own_split = 1;
-
-int gpt_set_threads(int n) {
-    n = nn_set_threads(n);
-    parfor_init(n);
-    const char *e = getenv("WSAC_GEMM_THREADS");
-    own_split = !(e && !strcmp(e, "openblas"));
-    if (own_split) nn_set_threads(1);
-    return n;
-}
-
-static void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
-                 const float *B, int ldb, float beta, float *C, int ldc) {
-    int nt = parfor_threads();
-    if (!own_split || nt == 1 || M <= 0 || N <= 0) {
-        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    gemm_ctx g = {ta, tb, M, N, K, lda, ldb, ldc, N >= 64 * nt || N >= M, alpha, beta, A, B, C};
-    parfor(g.bycol ? (N + 15) / 16 : M, gemm_range, &g);
-}
+/* Matrix products: gemm (lib/gemm.c), cut the same way on every thread count. */
+int gpt_set_threads(int n) { return gemm_init(n); }
 
 /* ================================================================ model */
 

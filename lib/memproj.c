@@ -6,10 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "nn.h"
 
 void memproj_scores(float *S, const float *Q, const float *M, int B, int N, int D) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, N, D, 1.0f, Q, D, M, D, 0.0f, S, N);
+    gemm(CblasNoTrans, CblasTrans, B, N, D, 1.0f, Q, D, M, D, 0.0f, S, N);
 }
 
 void memproj_argmax(int *idx, const float *S, int B, int N) {
@@ -27,7 +28,7 @@ void memproj_pd(float *out, float *S, const float *M, int B, int N, int D, float
     const float scale = (float)(1.0 / tau);
     for (size_t i = 0; i < (size_t)B * N; i++) S[i] *= scale;
     softmax_rows(S, B, N);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, D, N, 1.0f, S, N, M, D, 0.0f, out, D);
+    gemm(CblasNoTrans, CblasNoTrans, B, D, N, 1.0f, S, N, M, D, 0.0f, out, D);
     l2_normalize_rows(out, B, D);
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <utf8proc.h>
 
+#include "gemm.h"
 #include "util.h"
 
 /* ------------------------------------------------------------ numpy mean */
@@ -599,7 +600,7 @@ void rt_evaluate(const float *text, int nt, const float *audio, int na, int d, c
         for (long b = 0; b < nblocks; b++) {
             long t0 = b * B, m = nt - t0 < B ? nt - t0 : B;
             if (pass == 0 || nblocks > 1)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, na, d, 1.0f, text + (size_t)t0 * d, d, audio,
+                gemm(CblasNoTrans, CblasTrans, (int)m, na, d, 1.0f, text + (size_t)t0 * d, d, audio,
                             d, 0.0f, S, na);
             for (long i = 0; i < m; i++) {
                 long t = t0 + i;

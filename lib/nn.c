@@ -1,6 +1,8 @@
 /* nn.c - layer kernels (see nn.h). */
 #include "nn.h"
 
+#include "gemm.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -13,7 +15,7 @@ void linear_forward(float *out, const float *in, const float *W, const float *b,
     if (b) {
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * OC, b, (size_t)OC * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, in, C, W, C, b ? 1.0f : 0.0f, out, OC);
+    gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, in, C, W, C, b ? 1.0f : 0.0f, out, OC);
 }
 
 void linear_forward_naive(float *out, const float *in, const float *W, const float *b, int N, int C, int OC) {

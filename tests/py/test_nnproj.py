@@ -59,8 +59,13 @@ note("pd: max |C - torch| = %.2e over %d queries, memory %d x %d" % (d, B, N, D)
 check("pd: matches softmax(100 sim) @ M re-normalised within 1e-5", d < 1e-5, d)
 check("pd: outputs are unit vectors", np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5))
 p2, recs2, _ = run("--method", "pd", "--batch", "256")
-check("pd: batch size does not change the result beyond rounding",
-      np.abs(np.stack([r["emb"] for r in recs2]) - e).max() < 1e-6)
+# a query's scores may round differently with the batch's row count (OpenBLAS's
+# kernels sum by the shape of the call), and softmax(sim / tau) scales a score's
+# rounding by 1/tau = 100: 1.2e-6 seen with the Haswell kernels
+db = float(np.abs(np.stack([r["emb"] for r in recs2]) - e).max())
+note("pd: --batch 7 vs 256: max |diff| = %.2e" % db)
+check("pd: batch size does not change the result beyond rounding (5e-6: 1/tau = 100 times float32 rounding)",
+      db < 5e-6, db)
 p3, recs3, _ = run("--method", "pd", "--tau", "0.05")
 ref5 = torch.nn.functional.normalize(torch.softmax(20 * sim, dim=-1) @ Mt, dim=-1).numpy()
 check("pd: --tau 0.05", np.abs(np.stack([r["emb"] for r in recs3]) - ref5).max() < 1e-5)
