@@ -3,6 +3,8 @@
 
   python3 scripts/convert.py clap CKPT.pt --vocab VOCAB.txt -o clap.safetensors
   python3 scripts/convert.py decoder CKPT.pt [--vocab VOCAB.txt] [--heads 4] -o decoder.safetensors
+  python3 scripts/convert.py gap GAP.pkl -o gap.mp
+  python3 scripts/convert.py teacher AUDIO.pt SENTENCE.pt -o PREFIX [--keep-path]
 
 clap: a WavCaps CLAP checkpoint (torch.save'd dict whose 'model' holds the
 ASE state_dict: audio_encoder.audio_enc.*, audio_proj.*,
@@ -28,6 +30,25 @@ read from weights (--heads, 4 as in WSAC's decoder_config.pkl). The BERT
 vocabulary (default: data/bert-base-uncased-vocab.txt) goes in as
 'tokenizer.vocab'; it may be smaller than the embedding (50257 rows in the
 published model: ids >= 30522 are never emitted).
+
+gap: WSAC's --modality_gap_path file (train.py pickle.load()s it: a pickled
+torch tensor), or a pickled numpy array, a torch.save file or a .npy, to the
+gap stream prefixdec train --gap and gapshift read: one record "gap" whose
+"emb" is the vector as it is (f32 [D], not normalised; a [1, D] or [1, 1, D]
+tensor is flattened). Read by scripts/safepickle.py, which rebuilds tensors
+and arrays and refuses any other pickle without running it.
+
+teacher: SALSA's cmd_generate_embeddings output, one pair per teacher
+(clothov2_audio_embeddings_train.pt: {audio path: tensor},
+clothov2_sentence_embeddings_train.pt: {caption: tensor}; fp16, projected,
+not normalised), to the teacher streams clap-train --teacher AUDIO,TEXT reads:
+PREFIX.audio.mp (key = the path's file name, the key wav2mel gives the clip,
+or the path as SALSA wrote it with --keep-path; "path" keeps it) and
+PREFIX.text.mp (key = the caption's position in the dictionary, "text" = the
+caption exactly: one record per distinct caption, as in SALSA, so duplicate
+captions share a vector). "emb" is f32 and L2-normalised, as in every wsac
+embedding stream; SALSA normalises each teacher's vectors before the
+cosine, so stage 2 sees the same correspondences.
 """
 import argparse
 import os
@@ -38,6 +59,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sttools  # noqa: E402
+import safepickle  # noqa: E402
+import wsacstream  # noqa: E402
 
 A = "audio_encoder.audio_enc."
 T = "text_encoder.text_encoder."
@@ -277,6 +300,143 @@ def convert_decoder(args):
                                           cfg["vocab"], ntok, cfg["prefix"]), file=sys.stderr)
 
 
+# ------------------------------------------------------------------ gap, teacher (published files)
+
+def safe_load(path):
+    """A pickle / torch.save / .npy file's tensors as numpy, nothing else run (scripts/safepickle.py)."""
+    try:
+        return safepickle.load(path)
+    except safepickle.UnsafePickle as e:
+        raise ConvertError("%s: refused: %s" % (path, e))
+    except safepickle.FormatError as e:
+        raise ConvertError("%s: %s" % (path, e))
+    except OSError as e:
+        raise ConvertError("%s: %s" % (path, e.strerror or e))
+
+
+def source_kind(path, obj):
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        return "npy"
+    if head[:4] == b"PK\x03\x04":
+        return "torch.save"
+    if isinstance(obj, safepickle.TorchTensor):
+        return "pickled torch tensor"
+    return "pickled numpy array"
+
+
+def convert_gap(args):
+    obj = safe_load(args.file)
+    if not isinstance(obj, np.ndarray):
+        raise ConvertError("%s: holds %s, not a tensor or an array (WSAC's --modality_gap_path is a pickled "
+                           "torch tensor)" % (args.file, type(obj).__name__))
+    if obj.dtype.kind != "f":
+        raise ConvertError("%s: a %s tensor; the gap is a floating-point vector" % (args.file, obj.dtype))
+    big = [n for n in obj.shape if n != 1]
+    if len(big) != 1:
+        raise ConvertError("%s: shape %s is not a vector ([D], [1, D] or [1, 1, D])" % (args.file, list(obj.shape)))
+    v = np.asarray(obj, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(v)):
+        raise ConvertError("%s: the vector has NaN or infinite values" % args.file)
+    emb = v.astype(np.float32)
+    kind = source_kind(args.file, obj)
+    params = {"source": os.path.basename(args.file), "source_kind": kind, "source_dtype": str(obj.dtype),
+              "source_shape": list(obj.shape), "normalised": False}
+    rec = {"key": "gap", "emb": emb, "gap_norm": float(np.linalg.norm(emb.astype(np.float64)))}
+    write_atomic(args.output, "convert.py gap", [rec], params)
+    print("convert.py: wrote %s: gap of %d values (%s %s %s), |gap| = %.6f" %
+          (args.output, emb.size, kind, obj.dtype, list(obj.shape), rec["gap_norm"]), file=sys.stderr)
+
+
+def write_atomic(path, tool, records, params, failed=()):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        wsacstream.write_stream(f, tool, records, params, errors=len(failed), failed=list(failed))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
+
+
+def teacher_dict(path, what):
+    d = safe_load(path)
+    if not isinstance(d, dict) or not d:
+        raise ConvertError("%s: holds %s, not SALSA's {%s: tensor} dictionary" %
+                           (path, "an empty dict" if isinstance(d, dict) else type(d).__name__, what))
+    dim = None
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ConvertError("%s: key %r is not a string (SALSA keys by %s)" % (path, k, what))
+        if not isinstance(v, np.ndarray) or v.dtype.kind != "f" or v.ndim != 1:
+            raise ConvertError("%s: %r: not a 1-d float tensor (%s)" % (path, k, getattr(v, "shape", type(v).__name__)))
+        if dim is None:
+            dim = v.shape[0]
+        elif v.shape[0] != dim:
+            raise ConvertError("%s: %r has %d values, the first entry %d" % (path, k, v.shape[0], dim))
+    return d, dim
+
+
+def teacher_records(d, keyof, textual):
+    """records and failed keys: each vector L2-normalised (in float64), as f32."""
+    recs, failed = [], []
+    for i, (k, v) in enumerate(d.items()):
+        key = keyof(i, k)
+        x = np.asarray(v, dtype=np.float64)
+        n = float(np.sqrt(np.dot(x, x))) if np.all(np.isfinite(x)) else float("nan")
+        if not (n > 0 and np.isfinite(n)):
+            print("convert.py: %s: %s: the vector is zero or not finite: skipped" % (key, "caption %r" % k if textual else k),
+                  file=sys.stderr)
+            failed.append(key)
+            continue
+        rec = {"key": key, "emb": (x / n).astype(np.float32)}
+        rec["text" if textual else "path"] = k
+        recs.append(rec)
+    return recs, failed
+
+
+def convert_teacher(args):
+    ad, adim = teacher_dict(args.audio, "audio path")
+    sd, sdim = teacher_dict(args.sentences, "caption")
+    if adim != sdim:
+        raise ConvertError("the audio embeddings have %d values, the sentence embeddings %d: not one teacher"
+                           % (adim, sdim))
+    audio_like = lambda d: sum(k.lower().endswith(AUDIO_EXT) for k in d)  # noqa: E731
+    if audio_like(ad) == 0 and audio_like(sd) > len(sd) // 2:
+        raise ConvertError("%s holds audio paths and %s does not: give the audio file first, then the sentences"
+                           % (args.sentences, args.audio))
+    names = {}
+    if not args.keep_path:
+        for k in ad:
+            b = k.replace("\\", "/").rsplit("/", 1)[-1]
+            if b in names:
+                raise ConvertError("%s: %r and %r have the same file name %r: use --keep-path (and key the mel "
+                                   "stream by path: wav2mel reads KEY<TAB>PATH lines)" % (args.audio, names[b], k, b))
+            names[b] = k
+            if not b:
+                raise ConvertError("%s: %r has no file name" % (args.audio, k))
+    keyof_audio = (lambda i, k: k) if args.keep_path else (lambda i, k: k.replace("\\", "/").rsplit("/", 1)[-1])
+    arecs, afail = teacher_records(ad, keyof_audio, False)
+    srecs, sfail = teacher_records(sd, lambda i, k: str(i), True)
+    teacher = args.name or os.path.basename(os.path.dirname(os.path.abspath(args.audio))) or "teacher"
+    src_dtype = str(next(iter(ad.values())).dtype)
+    common = {"teacher": teacher, "embed_dim": adim, "source_dtype": src_dtype, "normalised": True,
+              "converted_from": "salsa cmd_generate_embeddings"}
+    out_a, out_t = args.output + ".audio.mp", args.output + ".text.mp"
+    write_atomic(out_a, "convert.py teacher", arecs,
+                 dict(common, source=os.path.basename(args.audio), modality="audio",
+                      keys="path" if args.keep_path else "file name"), afail)
+    write_atomic(out_t, "convert.py teacher", srecs,
+                 dict(common, source=os.path.basename(args.sentences), modality="text", keys="index"), sfail)
+    print("convert.py: teacher %s: wrote %s (%d audio) and %s (%d captions), %d-d, L2-normalised from %s%s" %
+          (teacher, out_a, len(arecs), out_t, len(srecs), adim, src_dtype,
+           "; %d failed" % (len(afail) + len(sfail)) if afail or sfail else ""), file=sys.stderr)
+    print("convert.py: clap-train --teacher %s,%s" % (out_a, out_t), file=sys.stderr)
+    return 3 if afail or sfail else 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -291,9 +451,22 @@ def main(argv=None):
     d.add_argument("--vocab", default=DEFAULT_VOCAB, help="BERT vocab.txt (default: the bundled bert-base-uncased)")
     d.add_argument("-o", "--output", required=True)
     d.add_argument("--heads", type=int, default=4, help="attention heads (4 in WSAC's decoder_config.pkl)")
+    g = sub.add_parser("gap", help="WSAC's --modality_gap_path (pickled tensor), a numpy array or .npy -> gap stream")
+    g.add_argument("file")
+    g.add_argument("-o", "--output", required=True)
+    t = sub.add_parser("teacher", help="SALSA's generated embeddings (audio and sentence .pt) -> teacher streams")
+    t.add_argument("audio", help="..._audio_embeddings_train.pt ({audio path: tensor})")
+    t.add_argument("sentences", help="..._sentence_embeddings_train.pt ({caption: tensor})")
+    t.add_argument("-o", "--output", required=True, help="writes OUTPUT.audio.mp and OUTPUT.text.mp")
+    t.add_argument("--keep-path", action="store_true", help="key audio by SALSA's path, not its file name")
+    t.add_argument("--name", help="teacher name in the headers (default: the .pt file's folder, SALSA's run name)")
     args = ap.parse_args(argv)
     try:
-        if args.what == "decoder":
+        if args.what == "gap":
+            convert_gap(args)
+        elif args.what == "teacher":
+            return convert_teacher(args)
+        elif args.what == "decoder":
             convert_decoder(args)
         else:
             convert_clap(args)
