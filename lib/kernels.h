@@ -7,7 +7,7 @@
  * a shape comment on every pointer. Backward functions ACCUMULATE into
  * parameter gradients (dw += ...) and OVERWRITE input gradients (din = ...)
  * unless said otherwise. Everything runs on the calling thread in a fixed
- * order (sgemm single-threaded per call): results are bit-identical run to run.
+ * order (gemm, lib/gemm.c: cut by size alone): results are bit-identical run to run.
  *
  * Legend: B batch, C channels (Cin, Cout), T frames (rows), F frequency bins
  * (columns), P = T*F, K = Cin*9, N rows of a matrix, OC output width,

@@ -5,7 +5,7 @@
  * where the fast one is more than a loop. */
 #include "kernels.h"
 
-#include <cblas.h>
+#include "gemm.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +65,7 @@ void conv3x3_forward(float *out, float *cols, const float *in, const float *w, i
     for (int b = 0; b < B; b++) {
         im2col3x3(cols, in + (size_t)b * Cin * P, Cin, T, F);
         /* out_b[Cout, P] = w[Cout, K] @ cols[K, P] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, P, K, 1.0f, w, K, cols, P, 0.0f,
+        gemm(CblasNoTrans, CblasNoTrans, Cout, P, K, 1.0f, w, K, cols, P, 0.0f,
                     out + (size_t)b * Cout * P, P);
     }
 }
@@ -98,10 +98,10 @@ void conv3x3_backward(float *din, float *dw, float *cols, const float *dout, con
         const float *g = dout + (size_t)b * Cout * P;
         im2col3x3(cols, in + (size_t)b * Cin * P, Cin, T, F);
         /* dw[Cout, K] += g[Cout, P] @ cols[K, P]^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, K, P, 1.0f, g, P, cols, P, 1.0f, dw, K);
+        gemm(CblasNoTrans, CblasTrans, Cout, K, P, 1.0f, g, P, cols, P, 1.0f, dw, K);
         if (!din) continue;
         /* dcols[K, P] = w[Cout, K]^T @ g[Cout, P], then folded back */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, P, Cout, 1.0f, w, K, g, P, 0.0f, cols, P);
+        gemm(CblasTrans, CblasNoTrans, K, P, Cout, 1.0f, w, K, g, P, 0.0f, cols, P);
         float *d = din + (size_t)b * Cin * P;
         memset(d, 0, (size_t)Cin * P * sizeof(float));
         col2im3x3_add(d, cols, Cin, T, F);
@@ -340,8 +340,8 @@ void timefreq_pool_backward(float *din, const float *dfeat, const int *argmax, i
 void linear_backward(float *din, float *dW, float *db, const float *dout, const float *in, const float *W, int N,
                      int C, int OC) {
     if (N <= 0) return;
-    if (din) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, W, C, 0.0f, din, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dW, C);
+    if (din) gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, W, C, 0.0f, din, C);
+    gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dW, C);
     if (db)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < OC; o++) db[o] += dout[(size_t)n * OC + o];
