@@ -13,8 +13,9 @@ BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
        libmsgpack-dev libsoxr-dev libutf8proc-dev libjansson-dev libcsv-dev"
 # tests and benchmarks: Debian's Python with the PyTorch reference, GNU time,
 # groff to check the man pages, GNU parallel for the sharding tests, clang
-# with libFuzzer for the fuzz harnesses, scikit-learn as the t-SNE reference
-TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio
+# with libFuzzer for the fuzz harnesses, scikit-learn as the t-SNE reference,
+# python3-regex (\p{L}) for the byte-level BPE reference
+TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio python3-regex
       python3-soundfile time groff-base parallel clang-14 libfuzzer-14-dev libclang-rt-14-dev
       python3-sklearn"
 $SUDO apt-get update -qq
