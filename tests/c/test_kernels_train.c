@@ -4,7 +4,7 @@
  * differences.
  *
  * Also the C side of tests/py/test_kernels_train.py (PyTorch parity):
- *   test_kernels_train dump OP IN OUT
+ *   test_kernels_train dump OP IN OUT [MODEL]
  * IN: int32 n, int32 ints[n], then float32 inputs in the order OP reads them;
  * OUT: float32 outputs concatenated (see dump() for each OP's layout). */
 #define _POSIX_C_SOURCE 200809L
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "cnn14_train.h"
 #include "gap.h"
 #include "contrastive.h"
 #include "kernels.h"
@@ -194,7 +195,7 @@ static void put(FILE *f, const float *x, size_t n) {
     if (fwrite(x, sizeof(float), n, f) != n) die("write failed");
 }
 
-static int dump(const char *op, const char *inpath, const char *outpath) {
+static int dump(const char *op, const char *inpath, const char *outpath, const char *model) {
     FILE *f = fopen(inpath, "rb");
     if (!f) die("%s: cannot open", inpath);
     int32_t ni, iv[4096];
@@ -268,6 +269,20 @@ static int dump(const char *op, const char *inpath, const char *outpath) {
         put(o, l, 3), put(o, da, (size_t)B * D), put(o, dt, (size_t)B * D);
         if (fwrite(ld, sizeof(double), 3, o) != 3) die("write failed");
         free(aid), free(da), free(dt);
+    } else if (!strcmp(op, "cnn14")) { /* B T aid[B]; mel[B,T,M] t[B,E] -> e, grads, running stats, loss (f64) */
+        char err[512];
+        cnn14t *m = model ? cnn14t_load(model, err, sizeof err) : NULL;
+        if (!m) die("%s", model ? err : "cnn14 needs a model file");
+        int B = iv[0], T = iv[1], E = m->embed;
+        float *mel = TAKE((size_t)B * T * m->n_mels), *t = TAKE((size_t)B * E);
+        float *e = zeros((size_t)B * E), *de = zeros((size_t)B * E);
+        cnn14t_forward_train(m, e, mel, B, T, NULL);
+        contrastive_out r = contrastive_loss(de, NULL, e, t, iv + 2, NULL, NULL, 0, B, E, 0.05f, 1.0, 0.0);
+        cnn14t_backward(m, de);
+        put(o, e, (size_t)B * E), put(o, m->grads, m->nparams), put(o, m->buffers, m->nbuffers);
+        if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
+        free(e), free(de);
+        cnn14t_free(m);
     } else {
         die("unknown op '%s'", op);
     }
@@ -280,7 +295,7 @@ static int dump(const char *op, const char *inpath, const char *outpath) {
 
 int main(int argc, char **argv) {
     tool_init("test_kernels_train");
-    if (argc == 5 && !strcmp(argv[1], "dump")) return dump(argv[2], argv[3], argv[4]);
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "dump")) return dump(argv[2], argv[3], argv[4], argc == 6 ? argv[5] : NULL);
     rng_seed(&R, 12);
     test_conv();
     test_bn(3, 5, 13, "[B, C, T*F]");
