@@ -107,3 +107,14 @@ uninstall:
 
 clean:
 	rm -rf build build-san bin bin-san build-fuzz
+
+# The sound world (scripts/world.py, docs/world.md): scenes and Clotho-format CSVs from recordings in
+# Debian packages (sh scripts/install-world.sh first) into world/; world-small (procedural sounds,
+# sound-theme-freedesktop, espeak-ng; a few hundred scenes) into world-small/. WORLD_SEED=S, WORLD_J=N.
+WORLD_SEED ?= 1
+WORLD_J ?= $(shell nproc 2>/dev/null || echo 2)
+.PHONY: world world-small
+world:
+	/usr/bin/python3 scripts/world.py --seed $(WORLD_SEED) -j $(WORLD_J) -o world
+world-small:
+	/usr/bin/python3 scripts/world.py --small --seed $(WORLD_SEED) -j $(WORLD_J) -o world-small

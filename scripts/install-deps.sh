@@ -17,6 +17,6 @@ BUILD="build-essential pkg-config libsndfile1-dev libfftw3-dev libopenblas-dev
 # python3-regex (\p{L}) for the byte-level BPE reference
 TEST="python3 python3-numpy python3-msgpack python3-torch python3-torchaudio python3-regex
       python3-soundfile time groff-base parallel clang-14 libfuzzer-14-dev libclang-rt-14-dev
-      python3-sklearn"
+      python3-sklearn python3-scipy sound-theme-freedesktop espeak-ng"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $BUILD $TEST
