@@ -121,8 +121,16 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
     return data
 
 
+class _NdarrayName:
+    """What the pickle gets for numpy.ndarray: a name _reconstruct accepts, never callable."""
+    __slots__ = ()
+
+
+_NDARRAY = _NdarrayName()
+
+
 def _reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY:
         raise UnsafePickle("numpy _reconstruct of %r, not ndarray" % (subtype,))
     dt = np.dtype(dtype)
     if dt.hasobject:
@@ -171,7 +179,7 @@ ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.numeric", "_frombuffer"): _frombuffer,
     ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _codecs_encode,
 }

@@ -215,6 +215,7 @@ variants = {
     "a view with a storage offset": lambda p: pickle.dump(torch.cat([g, g * 2], 1)[0, E:], open(p, "wb")),
     "numpy array": lambda p: pickle.dump(g.numpy(), open(p, "wb")),
     "numpy float64, protocol 2": lambda p: pickle.dump(g.numpy().astype(np.float64), open(p, "wb"), protocol=2),
+    "numpy array, pickle protocol 5": lambda p: pickle.dump(g.numpy(), open(p, "wb"), protocol=5),
     ".npy": lambda p: np.save(p, g.numpy()),
     "torch.save (zip)": lambda p: torch.save(g, p),
     "torch.save (legacy format)": lambda p: torch.save(g, p, _use_new_zipfile_serialization=False),
@@ -273,6 +274,8 @@ for name, make, want in [
         ("a dict", lambda p: pickle.dump({"gap": g}, open(p, "wb")), "not a tensor"),
         ("a [2, E] tensor", lambda p: pickle.dump(torch.zeros(2, E), open(p, "wb")), "not a vector"),
         ("an integer tensor", lambda p: pickle.dump(torch.zeros(E, dtype=torch.int64), open(p, "wb")), "floating"),
+        ("a numpy array of Python objects", lambda p: pickle.dump(np.array([1.0, "x"], dtype=object), open(p, "wb")),
+         "objects"),
         ("a NaN", lambda p: pickle.dump(torch.full((E,), float("nan")), open(p, "wb")), "NaN"),
         ("not a pickle", lambda p: open(p, "w").write("gap = [0.1, 0.2]\n"), "not a readable pickle"),
         ("a truncated pickle", lambda p: open(p, "wb").write(pickle.dumps(g)[:40]), "not a readable pickle")]:
