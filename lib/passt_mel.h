@@ -1,0 +1,79 @@
+/* passt_mel.h - the log mel front end SALSA feeds PaSST: hear21passt's
+ * AugmentMelSTFT (models/preprocess.py) as models/audio/passt.py builds it
+ * (n_mels 128, sr 32000, win_length 800, hopsize 320, n_fft 1024, fmin 0,
+ * fmax None -> sr // 2 - fmax_aug_range // 2 = 15000, fmin_aug_range 10,
+ * fmax_aug_range 2000; freqm = timem = 0 in SALSA's config). Per clip x[N]:
+ *   1. pre-emphasis: conv1d with [[-0.97, 1]]: y[i] = x[i+1] - 0.97 x[i],
+ *      N - 1 samples (one shorter);
+ *   2. torch.stft(y, 1024, hop 320, win_length 800, center=True, reflect
+ *      padding of 512, window hann_window(800, periodic=False) centred in
+ *      the 1024 frame (112 zeros each side)): T = 1 + (N - 1) / 320 frames;
+ *   3. power re^2 + im^2 of the 513 bins;
+ *   4. torchaudio.compliance.kaldi.get_mel_banks(128, 1024, 32000, fmin,
+ *      fmax, vtln_low 100, vtln_high -500, warp 1.0): triangles on Kaldi's
+ *      mel scale 1127 ln(1 + f / 700) over the first 512 bins, the Nyquist
+ *      bin padded with a zero weight;
+ *   5. log(mel + 1e-5), then (x + 4.5) / 5.
+ * Training-time augmentation (AugmentMelSTFT in training mode): fmin +
+ * randint(fmin_aug_range), fmax + fmax_aug_range // 2 - randint(fmax_aug_range);
+ * the caller draws them and passes the edges to passt_compute.
+ *
+ * Numerics: everything in double (an own radix-2 FFT: n_fft must be a power
+ * of two), rounded to float at the end, so the output is within float
+ * rounding of a float64 evaluation of the published code.
+ *
+ * Legend: N samples, T frames, K = n_fft / 2 + 1 bins, M mels. */
+#ifndef WSAC_PASST_MEL_H
+#define WSAC_PASST_MEL_H
+
+#include <stddef.h>
+
+typedef struct {
+    int sr;          /* 32000 */
+    int n_fft;       /* 1024 (a power of two) */
+    int win_length;  /* 800 (<= n_fft; periodic=False Hann, centred) */
+    int hop;         /* 320 */
+    int n_mels;      /* 128 */
+    double fmin;     /* 0 */
+    double fmax;     /* 15000 */
+    double preemph;  /* 0.97: y[i] = x[i+1] - preemph * x[i] */
+    int fmin_aug_range; /* 10: training jitter of fmin, [0, range) Hz */
+    int fmax_aug_range; /* 2000: of fmax, (-range/2, range/2] Hz */
+} passt_config;
+
+void passt_config_default(passt_config *c);
+/* NULL if valid, else a reason */
+const char *passt_config_check(const passt_config *c);
+
+typedef struct passt_state passt_state;
+
+/* Not thread-safe to create; passt_compute on distinct states is. */
+passt_state *passt_init(const passt_config *c);
+void passt_free(passt_state *s);
+
+/* Frames for N samples: 1 + (N - 1) / hop; 0 if N - 1 <= n_fft / 2 (torch's
+ * reflect padding needs the padding shorter than the signal). */
+size_t passt_frames(const passt_config *c, size_t n);
+/* the shortest N passt_frames accepts */
+size_t passt_min_samples(const passt_config *c);
+
+/* out[T, M] from x[N] with the mel edges fmin, fmax (the config's, or the
+ * jittered ones); returns T, or 0 when N is too short. */
+size_t passt_compute(passt_state *s, const float *x, size_t n, double flo, double fhi, float *out);
+
+/* get_mel_banks(M, n_fft, sr, fmin, fmax) padded to K columns: fb[M, K] in
+ * double (the published code evaluates it in float32). Returns the number
+ * of empty filters. */
+int passt_filterbank(const passt_config *c, double flo, double fhi, double *fb);
+
+/* The training-time edges for draw number `draw` of stream `seed`
+ * (deterministic: splitmix64 of seed and draw): fmin + [0, fmin_aug_range),
+ * fmax + fmax_aug_range / 2 - [0, fmax_aug_range), integers as torch.randint
+ * gives them. */
+void passt_jitter(const passt_config *c, unsigned long long seed, unsigned long long draw, double *flo,
+                  double *fhi);
+
+/* Reference kernel for tests: the same output with a naive O(K * n_fft) DFT. */
+size_t passt_compute_naive(const passt_config *c, const float *x, size_t n, double flo, double fhi, float *out);
+
+#endif
