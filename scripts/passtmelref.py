@@ -31,7 +31,7 @@ def passt_mel(x, sr=32000, n_fft=1024, win_length=800, hop=320, n_mels=128, fmin
     try:
         if fmax is None:
             fmax = sr // 2 - fmax_aug_range // 2
-        x = torch.as_tensor(np.asarray(x), dtype=dt)[None]                    # [1, N]
+        x = torch.as_tensor(np.array(x, dtype=np.float64 if dt == torch.float64 else np.float32))[None]  # [1, N]
         coef = torch.as_tensor([[[-.97, 1]]], dtype=dt)
         x = torch.nn.functional.conv1d(x.unsqueeze(1), coef).squeeze(1)       # [1, N - 1]
         window = torch.hann_window(win_length, periodic=False, dtype=dt)
