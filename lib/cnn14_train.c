@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "cnn14.h"
-#include "gpt.h" /* dropout_mask / dropout_apply: keyed dropout, shared with the decoder */
 #include "kernels.h"
 #include "nn.h"
 #include "util.h"

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels.h"
 #include "safetensors.h"
 
 /* The threads of everything below (n <= 0: every online core); returns the
@@ -97,56 +98,8 @@ int gpt_load_weights(st_file *f, const gpt_config *c, gpt_weights *w, float *fla
 /* A sanity check of the sizes (positive, NH divides C, ...); NULL if fine. */
 const char *gpt_config_check(const gpt_config *c);
 
-/* ------------------------------------------------------------ layer kernels */
-
-/* HF Conv1D: out[N, OC] = in[N, C] @ W[C, OC] + b[OC]  (b may be NULL) */
-void conv1d_forward(float *out, const float *in, const float *W, const float *b, int N, int C, int OC);
-void conv1d_forward_naive(float *out, const float *in, const float *W, const float *b, int N, int C, int OC);
-/* din[N, C] = dout @ W^T (overwritten; din may be NULL); dW[C, OC] += in^T @ dout;
- * db[OC] += column sums of dout (db may be NULL) */
-void conv1d_backward(float *din, float *dW, float *db, const float *dout, const float *in, const float *W, int N,
-                     int C, int OC);
-void conv1d_backward_naive(float *din, float *dW, float *db, const float *dout, const float *in, const float *W,
-                           int N, int C, int OC);
-
-/* out[N, C] = (in - mean) * rstd * w + b, biased variance; saves mean[N], rstd[N] */
-void layernorm_forward_train(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
-                             int N, int C, float eps);
-/* din[N, C] += ..., dw[C] += ..., db[C] += ... */
-void layernorm_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
-                        const float *mean, const float *rstd, int N, int C);
-void layernorm_backward_naive(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
-                              const float *mean, const float *rstd, int N, int C);
-
-/* gelu_new: out = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), written as
- * x * sigmoid(2u) so one expf does it; out may equal in */
-void gelu_forward(float *out, const float *in, size_t n);
-/* din[n] = dout * gelu'(in) (overwritten; din may equal dout) */
-void gelu_backward(float *din, const float *dout, const float *in, size_t n);
-void gelu_forward_naive(float *out, const float *in, size_t n);
-
-/* Causal self-attention over packed sequences: sequence b has rows
- * off[b] .. off[b]+len[b]-1 of qkv[N, 3C] (q | k | v, head h in columns
- * h*hs .. h*hs+hs-1 of each). out[N, C]; att[B, NH, Tm, Tm] keeps the softmax
- * (row t, columns 0..t) for the backward pass (Tm >= every len).
- * mask[B, NH, Tm, Tm] (NULL: none): attention dropout, the probabilities
- * multiplied by mask * dscale (GPT2Attention.attn_dropout). */
-void attention_forward(float *out, float *att, const float *qkv, const uint8_t *mask, float dscale, const int *off,
-                       const int *len, int B, int Tm, int C, int NH);
-/* dqkv[N, 3C] overwritten */
-void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *mask,
-                        float dscale, const int *off, const int *len, int B, int Tm, int C, int NH);
-
-/* Dropout masks: mask[i] = 1 (keep) with probability 1 - p, from a
- * counter-based generator: the bits depend on (key, i) only, not on threads.
- * x[i] *= mask[i] * dscale applies one (dscale = 1 / (1 - p), as torch). */
-void dropout_mask(uint8_t *mask, size_t n, float p, uint64_t key);
-void dropout_apply(float *x, const uint8_t *mask, float dscale, size_t n);
-
-/* Softmax cross-entropy of each row of logits[M, V] against tgt[M]; loss[M]
- * = logsumexp - logit[tgt]. If scale != 0, logits is replaced by the
- * gradient scale * (softmax - onehot(tgt)). */
-void crossentropy_forward_backward(float *loss, float *logits, const int *tgt, int M, int V, float scale);
+/* The layer kernels (conv1d, layernorm, gelu_new, attention, dropout,
+ * cross-entropy) are in kernels.h, shared with the other models. */
 
 /* ------------------------------------------------------------ training pass */
 

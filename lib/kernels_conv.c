@@ -342,9 +342,7 @@ void linear_backward(float *din, float *dW, float *db, const float *dout, const 
     if (N <= 0) return;
     if (din) gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, OC, W, C, 0.0f, din, C);
     gemm(CblasTrans, CblasNoTrans, OC, C, N, 1.0f, dout, OC, in, C, 1.0f, dW, C);
-    if (db)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++) db[o] += dout[(size_t)n * OC + o];
+    if (db) bias_backward(db, dout, N, OC);
 }
 
 void linear_backward_naive(float *din, float *dW, float *db, const float *dout, const float *in, const float *W,
