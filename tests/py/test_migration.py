@@ -351,8 +351,9 @@ check("convert.py teacher: headers and trailers as a wsac stream (teacher = SALS
 # audio by the mel record's key (wav2mel's key), caption by "text" (clap-text --csv's text)
 wav_dir = path("clotho_v2/development")
 os.makedirs(wav_dir)
-for f in files:
-    sf.write(os.path.join(wav_dir, f), np.zeros(3200, np.float32), 32000, subtype="PCM_16")
+for i, f in enumerate(files):  # 0.7 s: long enough for the test CLAP's 6 poolings, if clap-train runs below
+    tone = 0.1 * np.sin(2 * np.pi * (220 + 110 * i) * np.arange(22400) / 32000)
+    sf.write(os.path.join(wav_dir, f), tone.astype(np.float32), 32000, subtype="PCM_16")
 rc, mel, err = run([tool("wav2mel"), "-q"] + [os.path.join(wav_dir, f) for f in files])
 _, mel_recs, _ = stream(mel)
 akeys = {r["key"]: r for r in ar}
