@@ -105,7 +105,10 @@ def expand_sources(cls, kinds):
                 hits = sorted(glob.glob(os.path.join(WESNOTH, pat)))
                 if not hits:
                     fatal("wesnoth-1.16-data has no %s (package damaged?)" % pat)
-                for path in hits:
+                stems = {}
+                for path in hits:   # mace.ogg and mace.wav: one recording, kept once (.ogg)
+                    stems.setdefault(os.path.splitext(path)[0], path)
+                for path in stems.values():
                     sid = "wesnoth:" + os.path.relpath(path, WESNOTH)
                     out.append((sid, sid, kind, path))
         elif kind == "gm":
@@ -666,10 +669,7 @@ def phrase(rng, e, form, role="fg"):
     groups = c["forms"]
     g = groups[int(rng.integers(len(groups)))]
     subj, plural = g[0][int(rng.integers(len(g[0])))]
-    verbs = g[1] if has_word(subj, c["name"]) else [v for v in g[1] if has_word(v[0], c["name"])]
-    if not verbs:
-        verbs = [v for gg in groups for v in gg[1] if has_word(v[0], c["name"])]
-        subj, plural = "someone", False
+    verbs = g[1] if has_word(subj, c["name"]) else [v for v in g[1] if all(has_word(f, c["name"]) for f in v)]
     sg, pl, ing = verbs[int(rng.integers(len(verbs)))]
     generic = not has_word(subj, c["name"])
     adjs, advs = [], []
@@ -797,7 +797,7 @@ def check_vocabulary():
     for c in wc.CLASSES:
         for w in c["words"].split():
             if w in owner:
-                raise SystemExit("%s: word %r belongs to %s and %s" % (PROG, w, owner[w], c["name"]))
+                fatal("word %r belongs to %s and %s" % (w, owner[w], c["name"]))
             owner[w] = c["name"]
     gram = set(wc.CONNECT_SEQ + wc.CONNECT_SEQ_REVERSED + wc.CONNECT_OVERLAP) | set(wc.LOUD_WORDS) | set(
         wc.PITCH_WORDS) | set(wc.REPEAT_WORDS)
@@ -806,9 +806,15 @@ def check_vocabulary():
             for text in [s for s, _ in subjs] + [w for v in verbs for w in v]:
                 for tok in text.split():
                     if tok in owner and owner[tok] != c["name"]:
-                        raise SystemExit("%s: %s's phrase %r says %s's word" % (PROG, c["name"], text, owner[tok]))
+                        fatal("%s's phrase %r says %s's word" % (c["name"], text, owner[tok]))
                     if tok in gram:
-                        raise SystemExit("%s: %s's phrase %r uses grammar word %r" % (PROG, c["name"], text, tok))
+                        fatal("%s's phrase %r uses grammar word %r" % (c["name"], text, tok))
+            for s, _ in subjs:
+                if not has_word(s, c["name"]) and not any(all(has_word(f, c["name"]) for f in v) for v in verbs):
+                    fatal("%s: subject %r has no verb that names the class" % (c["name"], s))
+            for v in verbs:
+                if len(set(has_word(f, c["name"]) for f in v)) != 1:
+                    fatal("%s: verb %r names the class in some forms only" % (c["name"], v))
     return owner
 
 
@@ -905,6 +911,13 @@ def main():
         for s in srcs:
             SRCINFO[s[0]] = s[1]
         entries += srcs
+    owner_of = {}   # a recording (and its group) belongs to one class, or the split could leak
+    for c in classes:
+        for part in ("train", "test"):
+            for sid in POOLS[(c, part)]:
+                for key in (sid, SRCINFO[sid]):
+                    if owner_of.setdefault(key, c) != c:
+                        fatal("recording %s is in two classes (%s, %s)" % (key, owner_of[key], c))
     if a.small:
         log("small world: classes without two recording groups in %s left out: %s" % (
             ", ".join(PACKAGES[k][0] for k in kinds if k != "proc"),
