@@ -42,7 +42,7 @@ TEST_BINS := $(TEST_SRC:tests/c/%.c=$(B)/tests/%)
 MAN1      := $(wildcard man/man1/*.1)
 MAN5      := $(wildcard man/man5/*.5)
 
-.PHONY: all check check-full check-san fuzz fuzz-short demo install uninstall clean bench deps
+.PHONY: all check check-kernels check-full check-san fuzz fuzz-short demo install uninstall clean bench deps
 all: deps $(TOOL_BINS) $(TEST_BINS)
 
 deps:
@@ -84,6 +84,11 @@ fuzz:
 # sh tests/fuzz/run.sh SECONDS [NAME...] (see tests/fuzz/README.md).
 fuzz-short:
 	@sh tests/fuzz/run.sh 8
+
+# The tests that compare thread counts, once per OpenBLAS kernel family
+# (OPENBLAS_CORETYPE=Haswell, Sandybridge, unset).
+check-kernels: all
+	@sh tests/kernels.sh
 
 # Tests on full-size (random-weight) models: minutes, not seconds.
 check-full: all

@@ -62,8 +62,7 @@ if "--torch" in sys.argv or "--sgemm" in sys.argv:  # before torch or numpy load
         os.environ[_v] = _arg(sys.argv[1:], "--threads", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared"))
-DEV = os.path.join(SHARED, "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")
+DEV = os.path.join(ROOT, "tests", "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")  # in the repository
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "full"))
 CLS, SEP, MAX_LEN = 101, 102, 30

@@ -80,7 +80,7 @@ def cmd_bench(a):
     pd = a.prefixdec
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     peak = float(sh([a.sgemm_peak, str(T)]).stdout) if a.sgemm_peak else float("nan")
-    caps_path = os.path.join(a.shared, "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")
+    caps_path = os.path.join(ROOT, "tests", "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")  # in the repository
     need = (a.steps + 1) * 64
     g = np.random.default_rng(0)
     emb = g.standard_normal((max(need, a.decode), 1024)).astype(np.float32)
@@ -283,7 +283,6 @@ def main():
     b.add_argument("--cached", type=int, default=8, help="captions through the batch-1 cached loop")
     b.add_argument("--prefixdec", default=os.path.join(ROOT, "bin", "prefixdec"))
     b.add_argument("--sgemm-peak", default="")
-    b.add_argument("--shared", default=os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared")))
     m = sub.add_parser("make")
     m.add_argument("--vocab", type=int, default=50257)
     t = sub.add_parser("train")

@@ -14,7 +14,8 @@ PY=/usr/bin/python3
 SHARED=${WSAC_SHARED:-$root/../shared}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
-$PY "$root/scripts/make-demo-clap.py" "$SHARED/data/wordpiece-dev/clotho-dev-caption1-2000.jsonl" "$tmp/clap.pt"
+[ -f "$SHARED/data/clotho/train.csv" ] || { echo "make-demo-models: $SHARED/data/clotho/train.csv not found (the Clotho development captions; set WSAC_SHARED)" >&2; exit 2; }
+$PY "$root/scripts/make-demo-clap.py" "$root/tests/data/wordpiece-dev/clotho-dev-caption1-2000.jsonl" "$tmp/clap.pt"
 $PY "$root/scripts/convert.py" clap "$tmp/clap.pt" --vocab "$root/data/bert-base-uncased-vocab.txt" \
     --text-heads 2 -o "$out/clap-test.safetensors"
 "$BIN/clap-text" -q -m "$out/clap-test.safetensors" --csv "$SHARED/data/clotho/train.csv" > "$tmp/text.mp"

@@ -1,7 +1,7 @@
 /* test_wordpiece.c - the BERT WordPiece tokenizer (lib/wordpiece.c).
  *
- * With no arguments: unit checks on bert-base-uncased's vocab (found in
- * $WSAC_SHARED or ../shared from the repo root) and on small hand-written
+ * With no arguments: unit checks on bert-base-uncased's vocab (the copy in
+ * data/, part of the repository) and on small hand-written
  * vocabs. Expected ids come from tests/py/ref_wordpiece.py (Hugging Face
  * BertTokenizer 4.27 re-typed) and the google-research fixtures.
  *
@@ -114,17 +114,13 @@ static int helper(int argc, char **argv) {
 
 /* -------------------------------------------------------------- unit tests */
 
+/* the vocabulary bundled with the repository (data/, from the root, where
+ * tests/run.sh runs us; else beside the binary, <root>/build/tests/) */
 static const char *vocab_path(void) {
     static char p[4096 + 128];
-    const char *sh = getenv("WSAC_SHARED");
     struct stat st;
-    if (sh && *sh) {
-        snprintf(p, sizeof p, "%s/data/wordpiece-dev/bert-base-uncased-vocab.txt", sh);
-        return p;
-    }
-    snprintf(p, sizeof p, "../shared/data/wordpiece-dev/bert-base-uncased-vocab.txt");
+    snprintf(p, sizeof p, "data/bert-base-uncased-vocab.txt");
     if (stat(p, &st) == 0) return p;
-    /* run from elsewhere: the binary is <root>/build/tests/test_wordpiece */
     char exe[4096];
     ssize_t k = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (k > 0) {
@@ -132,7 +128,7 @@ static const char *vocab_path(void) {
         char *s = strrchr(exe, '/');
         if (s) {
             *s = '\0';
-            snprintf(p, sizeof p, "%s/../../../shared/data/wordpiece-dev/bert-base-uncased-vocab.txt", exe);
+            snprintf(p, sizeof p, "%s/../../data/bert-base-uncased-vocab.txt", exe);
         }
     }
     return p;
@@ -455,7 +451,7 @@ int main(int argc, char **argv) {
     if (argc > 1) return helper(argc, argv);
     const char *vp = vocab_path();
     W = wp_load_file(vp, err, sizeof err);
-    CHECKF(W != NULL, "load bert-base-uncased vocab", "%s (set WSAC_SHARED)", err);
+    CHECKF(W != NULL, "load bert-base-uncased vocab", "%s (data/bert-base-uncased-vocab.txt is part of the repository)", err);
     if (!W) return check_exit();
     test_vocab();
     test_tokenize();

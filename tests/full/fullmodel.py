@@ -20,8 +20,7 @@ VERSION = "v1"
 SEED = 0
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SHARED = os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared"))
-VOCAB = os.path.join(SHARED, "data", "wordpiece-dev", "bert-base-uncased-vocab.txt")
+VOCAB = os.path.join(ROOT, "data", "bert-base-uncased-vocab.txt")  # in the repository: tests read nothing beside it
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 

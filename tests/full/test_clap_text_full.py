@@ -5,7 +5,7 @@ text_forward) on the same converted weights: a one-word, a 40-word
 (truncated to 30 tokens) and non-ASCII captions, and a batch of 64 real
 Clotho captions; batched against one at a time, and 1 against 2 threads.
 
-Reference ids come from the tokenizer fixtures (../shared/data/wordpiece-dev)
+Reference ids come from the tokenizer fixtures (tests/data/wordpiece-dev)
 or from vocabulary look-ups, never from clap-text. Tolerances (issue 3): per
 embedding, cosine >= 0.99999 and max |C - ref| <= 1e-4."""
 import io
@@ -21,7 +21,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "py"))
-from tap import SHARED, check, done, note, tool  # noqa: E402
+from tap import DATA, VOCAB as BERT_VOCAB, check, done, note, tool  # noqa: E402
 import clapref  # noqa: E402
 import fullmodel  # noqa: E402
 import sttools  # noqa: E402
@@ -30,7 +30,7 @@ import wsacstream as ws  # noqa: E402
 COS, ATOL = 0.99999, 1e-4
 CLS, SEP = 101, 102
 torch.set_num_threads(os.cpu_count() or 1)
-DEV = os.path.join(SHARED, "data", "wordpiece-dev")
+DEV = os.path.join(DATA, "wordpiece-dev")
 
 t0 = time.time()
 _, MODEL = fullmodel.ensure()
@@ -43,7 +43,7 @@ cfg = clapref.Config.full()
 cfg.heads = int(meta["clap.text.heads"])
 note("model: %s (%.1f MB), loaded in %.1f s" % (MODEL, os.path.getsize(MODEL) / 1e6, time.time() - t0))
 
-vocab = {t: i for i, t in enumerate(open(os.path.join(DEV, "bert-base-uncased-vocab.txt"),
+vocab = {t: i for i, t in enumerate(open(BERT_VOCAB,
                                          encoding="utf-8").read().split("\n"))}
 clotho_dev = [json.loads(l) for l in open(os.path.join(DEV, "clotho-dev-caption1-2000.jsonl"), encoding="utf-8")]
 audiocaps_dev = [json.loads(l) for l in open(os.path.join(DEV, "audiocaps-train-1000.jsonl"), encoding="utf-8")]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "py"))
-from tap import ROOT, SHARED, check, done, note, tool  # noqa: E402
+from tap import ROOT, DATA, check, done, note, tool  # noqa: E402
 import decref  # noqa: E402
 import sttools  # noqa: E402
 import wsacstream as ws  # noqa: E402
@@ -63,7 +63,7 @@ check("beam 3: ids equal decref.beam_search at full size", all(gotb.get(k) == v 
 
 # one training step, full size: loss and every gradient
 import json  # noqa: E402
-caps = [json.loads(l) for l in open(os.path.join(SHARED, "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl"))][:8]
+caps = [json.loads(l) for l in open(os.path.join(DATA, "wordpiece-dev", "clotho-dev-caption1-2000.jsonl"))][:8]
 tok = decref.targets([c["ids"] for c in caps], 22)
 e8 = emb[:8]
 sttools.save(os.path.join(tmp, "batch.st"), {"emb": e8, "tokens": tok.numpy().astype(np.int32)})

@@ -4,7 +4,10 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("WSAC_BIN", os.path.join(ROOT, "bin"))
-SHARED = os.environ.get("WSAC_SHARED", os.path.join(ROOT, "..", "shared"))
+# fixtures copied into the repository (tests/data/PROVENANCE.md): tests never
+# read anything beside the clone
+DATA = os.path.join(ROOT, "tests", "data")
+VOCAB = os.path.join(ROOT, "data", "bert-base-uncased-vocab.txt")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 # under a sanitizer build (WSAC_SAN=1, set by `make check-san`) valgrind cannot

@@ -3,7 +3,7 @@
 text_forward) on the same converted weights; input formats, batching,
 threads, streaming, bad input, bad models.
 
-Reference ids come from the tokenizer fixtures (../shared/data/wordpiece-dev:
+Reference ids come from the tokenizer fixtures (tests/data/wordpiece-dev:
 exact BERT ids), or from vocabulary look-ups for the non-ASCII captions, never
 from clap-text itself. Tolerance (issue 3): cosine >= 0.99999 and
 max |C - ref| <= 1e-4 per embedding."""
@@ -21,15 +21,15 @@ import msgpack
 import numpy as np
 import torch
 
-from tap import SHARED, check, done, note, tool, ROOT, VALGRIND
+from tap import DATA, VOCAB as BERT_VOCAB, check, done, note, tool, ROOT, VALGRIND
 import clapref
 import sttools
 import wsacstream as ws
 
 COS, ATOL = 0.99999, 1e-4
 tmp = tempfile.mkdtemp()
-VOCAB = os.path.join(SHARED, "data", "wordpiece-dev", "bert-base-uncased-vocab.txt")
-DEV = os.path.join(SHARED, "data", "wordpiece-dev")
+VOCAB = BERT_VOCAB
+DEV = os.path.join(DATA, "wordpiece-dev")
 CLS, SEP = 101, 102
 
 # ---------------------------------------------------------------- the tiny model
@@ -174,7 +174,7 @@ def csv_head(path, n):
     return rows[0], rows[1:n + 1], out.getvalue().encode()
 
 
-hdr, rows, data = csv_head(os.path.join(SHARED, "data", "clotho", "val.csv"), 50)
+hdr, rows, data = csv_head(os.path.join(DATA, "clotho", "val-50.csv"), 50)
 p, recs, tr = run(["-q", "--csv"], data)
 want_keys = ["%s#%d" % (r[0], k) for r in rows for k in range(1, 6)]
 check("--csv Clotho val (50 rows): 250 records keyed FILE_NAME#1..#5 in order",
@@ -183,12 +183,12 @@ check("--csv Clotho: \"text\" is each caption exactly as Python's csv reads it",
       [r["text"] for r in recs] == [r[k] for r in rows for k in range(1, 6)])
 # parity on Clotho captions through the tokenizer fixtures: their texts are Clotho dev captions
 by_text = {d["text"]: d["ids"] for d in clotho_dev}
-p, recs2, _ = run(["-q", "--csv"], csv_head(os.path.join(SHARED, "data", "clotho", "train.csv"), 20)[2])
+p, recs2, _ = run(["-q", "--csv"], csv_head(os.path.join(DATA, "clotho", "train-20.csv"), 20)[2])
 hits = [(r, by_text[r["text"]]) for r in recs2 if r["text"] in by_text]
 ok_par = [agree(r["emb"], ref_emb([CLS] + ids[:28] + [SEP]))[0] >= COS for r, ids in hits]
 check("--csv Clotho train: captions found in the tokenizer fixtures match the reference (%d)" % len(hits),
       hits and all(ok_par))
-hdr, rows, data = csv_head(os.path.join(SHARED, "data", "audiocaps", "val.csv"), 50)
+hdr, rows, data = csv_head(os.path.join(DATA, "audiocaps", "val-50.csv"), 50)
 p, recs, tr = run(["-q", "--csv"], data)
 check("--csv AudioCaps val (50 rows): 50 records keyed audiocap_id, text = caption",
       p.returncode == 0 and [r["key"] for r in recs] == [r[0] for r in rows] and

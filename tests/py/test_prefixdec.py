@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from tap import ROOT, SHARED, check, done, note, tool, VALGRIND
+from tap import ROOT, DATA, check, done, note, tool, VALGRIND
 import decref
 import sttools
 import wsacstream as ws
@@ -50,7 +50,7 @@ def convert(sd, name, *extra):
 def captions(n, start=0):
     """Clotho captions with their WordPiece ids (tokenizer fixtures)."""
     out = []
-    with open(os.path.join(SHARED, "data", "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")) as f:
+    with open(os.path.join(DATA, "wordpiece-dev", "clotho-dev-caption1-2000.jsonl")) as f:
         for i, line in enumerate(f):
             if i >= start:
                 out.append(json.loads(line))
@@ -351,33 +351,90 @@ rc, _, err = run("train", write("other.mp", [{"key": "z%d" % i, "emb": emb20[i],
                  "--resume", path("sigmid.st"), "-j", 1)
 check("resume: other training data are refused", rc == 2 and "differ from those of the run being resumed" in err, "rc=%s %s" % (rc, err))
 
-# SIGKILL at random moments: the checkpoint always loads
+# SIGKILL at any moment: the checkpoint always loads. Nothing here depends on
+# the machine's speed: each run is killed only once it has written a checkpoint
+# of its own (phase 1: then at a random moment within about one checkpoint
+# period, measured), or while it is frozen (SIGSTOP) with its temporary file
+# open, before the rename (phase 2: a kill in the middle of a write, proven).
 many = text_stream("many.mp", captions(8, 500), unit(rng.standard_normal((8, cfg.prefix))))
 ck = path("kill.st")
 r = random.Random(1)
-loads, during_write, kills, present = 0, 0, 0, 0
-while kills < 40 and not (kills >= 12 and during_write >= 3):
-    for t in glob.glob(ck + ".tmp*"):
-        os.unlink(t)
-    p = subprocess.Popen([PD, "train", many, "--init", path("tiny.st"), "-o", ck, "--epochs", "100000", "--bs", "8",
-                          "-j", "1", "-q"], stderr=subprocess.DEVNULL)
-    time.sleep(0.2 + r.random() * 0.5)
+WAIT = 600  # seconds a run may take to reach a checkpoint: a hang, not slowness
+
+
+def ident(f):
+    try:
+        st = os.stat(f)
+        return (st.st_ino, st.st_mtime_ns)
+    except FileNotFoundError:
+        return None
+
+
+def start():
+    return subprocess.Popen([PD, "train", many, "--init", path("tiny.st"), "-o", ck, "--epochs", "100000", "--bs", "8",
+                             "-j", "1", "-q"], stderr=subprocess.DEVNULL)
+
+
+def wait_new_checkpoint(p, before):
+    """until the run replaces the checkpoint; (seconds taken, ok)"""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < WAIT and p.poll() is None:
+        if ident(ck) not in (None, before):
+            return time.monotonic() - t0, True
+        time.sleep(0.002)
+    return time.monotonic() - t0, False
+
+
+def loads_ok():
+    rc, out, err = run("decode", "-m", ck, "--ids", "--max-len", 3, path("dec.mp"), "-j", 1)
+    try:
+        _, m = sttools.load(ck)
+        return rc == 0 and int(m["train.step"]) > 0
+    except Exception:
+        return False
+
+
+kills, loads, waited_out = 0, 0, 0
+for k in range(5):
+    p = start()
+    first, ok1 = wait_new_checkpoint(p, ident(ck))
+    period, ok2 = wait_new_checkpoint(p, ident(ck))  # one checkpoint period on this machine, now
+    time.sleep(r.random() * 1.5 * period)
     p.kill()
     p.wait()
+    waited_out += not (ok1 and ok2)
+    for t in glob.glob(ck + ".tmp*"):
+        os.unlink(t)
     kills += 1
-    during_write += bool(glob.glob(ck + ".tmp*"))  # left behind: the kill cut a write short
-    if os.path.exists(ck):  # (the very first run may die before its first checkpoint)
-        present += 1
-        rc, out, err = run("decode", "-m", ck, "--ids", "--max-len", 3, path("dec.mp"), "-j", 1)
-        try:
-            _, m = sttools.load(ck)
-            ok = rc == 0 and int(m["train.step"]) > 0
-        except Exception:
-            ok = False
-        loads += ok
-check("SIGKILL during training (%d kills, %d of them in the middle of a checkpoint write): the checkpoint always "
-      "loads" % (kills, during_write), loads == present >= kills - 1 and during_write > 0,
-      "%d of %d loaded" % (loads, present))
+    loads += loads_ok()
+check("SIGKILL at random moments after a run's first checkpoints (%d kills): the checkpoint always loads" % kills,
+      loads == kills and waited_out == 0, "%d of %d loaded, %d runs wrote no checkpoint in %d s" % (loads, kills, waited_out, WAIT))
+
+mid, tries, loads = 0, 0, 0
+t0 = time.monotonic()
+while mid < 4 and time.monotonic() - t0 < WAIT:
+    p = start()
+    tmpf = "%s.tmp.%d" % (ck, p.pid)  # lib/util.c atomic_open: PATH.tmp.PID
+    caught = False
+    while p.poll() is None and not caught and time.monotonic() - t0 < WAIT:
+        if os.path.exists(tmpf):
+            p.send_signal(signal.SIGSTOP)
+            if os.path.exists(tmpf):  # frozen before its rename: a kill now cuts the write
+                caught = True
+            else:
+                p.send_signal(signal.SIGCONT)
+    p.kill()
+    p.wait()
+    tries += 1
+    if caught:
+        mid += 1
+        left = os.path.exists(tmpf)
+        loads += loads_ok() and left
+    for t in glob.glob(ck + ".tmp*"):
+        os.unlink(t)
+check("SIGKILL in the middle of a checkpoint write (%d kills, frozen with the temporary file open): the previous "
+      "checkpoint always loads and the partial file is only ever the temporary" % mid,
+      mid >= 4 and loads == mid, "%d mid-write kills in %d runs, %d loaded" % (mid, tries, loads))
 
 # ------------------------------------------------------------------ a fresh model; valgrind
 rc, out, err = run("train", s20, "-o", path("fresh.st"), "--epochs", 1, "--bs", 16, "--layers", 1, "--heads", 2,

@@ -1,5 +1,5 @@
 """score: PTB tokenization and BLEU/ROUGE-L/CIDEr-D against pycocoevalcap's
-values (../shared/data/ptb-dev, ../shared/data/metrics-dev), the command
+values (tests/data/ptb-dev, tests/data/metrics-dev), the command
 line, the METEOR/SPICE protocols through stand-ins, and retrieval metrics
 on cases whose ranks are known by hand or from a numpy transcription of the
 DCASE / audio-text retrieval evaluation."""
@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from tap import SHARED, check, done, note, tool
+from tap import DATA, check, done, note, tool
 import wsacstream as ws
 
 SCORE = tool("score")
@@ -52,7 +52,7 @@ def cands_tsv(name, items):
 
 
 # ---------------------------------------------------------------- PTB probes
-cases = json.load(open(os.path.join(SHARED, "data", "ptb-dev", "cases.json"), encoding="utf-8"))
+cases = json.load(open(os.path.join(DATA, "ptb-dev", "cases.json"), encoding="utf-8"))
 probes = write("probes.txt", "".join(c["input"].replace("\n", " ") + "\n" for c in cases))
 rc1, raw_out, _, _ = run("tokenize", "--raw", probes)
 rc2, py_out, _, _ = run("tokenize", probes)
@@ -72,7 +72,7 @@ note("PTB probes matched: java_tokens %d/%d, pycoco %d/%d" % (n_java, len(cases)
 
 # ---------------------------------------------------------------- metric corpora
 for corpus in ("clotho-eval-300", "audiocaps-test-200"):
-    base = os.path.join(SHARED, "data", "metrics-dev", corpus)
+    base = os.path.join(DATA, "metrics-dev", corpus)
     data = json.load(open(base + ".corpus.json", encoding="utf-8"))
     exp = json.load(open(base + ".expected.json", encoding="utf-8"))
     refs = write(corpus + ".refs.json", json.dumps({k: v["references"] for k, v in data.items()}))

@@ -23,13 +23,12 @@ import subprocess
 import sys
 import unicodedata
 
-from tap import ROOT, SHARED, check, done, note
+from tap import ROOT, DATA, VOCAB, check, done, note
 from ref_wordpiece import BertTokenizerRef
 
 BUILD = os.environ.get("WSAC_BUILD", os.path.join(ROOT, "build"))
 HELPER = os.path.join(BUILD, "tests", "test_wordpiece")
-DEV = os.path.join(SHARED, "data", "wordpiece-dev")
-VOCAB = os.path.join(DEV, "bert-base-uncased-vocab.txt")
+DEV = os.path.join(DATA, "wordpiece-dev")
 
 
 def run(mode, lines, *args):
@@ -105,7 +104,7 @@ def main():
         check("helper built: " + HELPER, False, "run make")
         done()
     if not os.path.exists(VOCAB):
-        check("vocab found: " + VOCAB, False, "set WSAC_SHARED")
+        check("vocab found: " + VOCAB, False, "data/bert-base-uncased-vocab.txt is part of the repository")
         done()
     ref = BertTokenizerRef(VOCAB)
 

@@ -3,7 +3,6 @@
 set -u
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${WSAC_BIN:-$ROOT/bin}
-SHARED=${WSAC_SHARED:-$ROOT/../shared}
 PY=/usr/bin/python3
 export PYTHONPATH="$ROOT/scripts:$ROOT/tests/py${PYTHONPATH:+:$PYTHONPATH}"
 T=$(mktemp -d "${TMPDIR:-/tmp}/wsac-test.XXXXXX")
