@@ -353,7 +353,7 @@ void gpt_forward(gpt_train_state *s, const gpt_config *c, const gpt_weights *w, 
         layernorm_forward_train(ln1, LAYER(s->ln1_mean, l, 1), LAYER(s->ln1_rstd, l, 1), resin, h->ln1_w, h->ln1_b,
                                 N, C, c->eps);
         conv1d_forward(qkv, ln1, h->attn_w, h->attn_b, N, C, 3 * C);
-        attention_forward(atty, att, qkv, matt, ds, s->off, s->len, B, s->S, C, c->NH);
+        attention_forward(atty, att, qkv, matt, ds, s->off, s->len, B, s->S, C, c->NH, 1);
         conv1d_forward(res2, atty, h->proj_w, h->proj_b, N, C, C);
         if (drop) dropout_apply(res2, mr2, ds, (size_t)N * C);
         for (size_t i = 0; i < (size_t)N * C; i++) res2[i] += resin[i];
@@ -458,7 +458,7 @@ double gpt_loss_backward(gpt_train_state *s, const gpt_config *c, const gpt_weig
             dat = s->dtmp;
         }
         conv1d_backward(s->dsmall, gh->proj_w, gh->proj_b, dat, atty, h->proj_w, N, C, C);
-        attention_backward(s->dbig, s->dsmall, qkv, att, matt, ds, s->off, s->len, B, s->S, C, c->NH);
+        attention_backward(s->dbig, s->dsmall, qkv, att, matt, ds, s->off, s->len, B, s->S, C, c->NH, 1);
         conv1d_backward(s->dsmall, gh->attn_w, gh->attn_b, s->dbig, ln1, h->attn_w, N, C, 3 * C);
         layernorm_backward(s->dres, gh->ln1_w, gh->ln1_b, s->dsmall, resin, h->ln1_w, LAYER(s->ln1_mean, l, 1),
                            LAYER(s->ln1_rstd, l, 1), N, C);

@@ -144,17 +144,20 @@ void gelu_forward(float *out, const float *in, size_t n);
 void gelu_backward(float *din, const float *dout, const float *in, size_t n);
 void gelu_forward_naive(float *out, const float *in, size_t n);
 
-/* Causal self-attention over packed sequences: sequence b has rows
+/* Self-attention over packed sequences: sequence b has rows
  * off[b] .. off[b]+len[b]-1 of qkv[N, 3C] (q | k | v, head h in columns
- * h*hs .. h*hs+hs-1 of each). out[N, C]; att[B, NH, Tm, Tm] keeps the softmax
- * (row t, columns 0..t) for the backward pass (Tm >= every len).
+ * h*hs .. h*hs+hs-1 of each). causal: position t sees positions 0..t (GPT-2);
+ * otherwise all len[b] of its sequence (BERT: the padding HF masks is simply
+ * not there, and masked scores' exp() is 0 in HF too). out[N, C];
+ * att[B, NH, Tm, Tm] keeps the softmax (row t, the columns t sees) for the
+ * backward pass (Tm >= every len). Scores are divided by sqrt(C / NH).
  * mask[B, NH, Tm, Tm] (NULL: none): attention dropout, the probabilities
  * multiplied by mask * dscale (GPT2Attention.attn_dropout). */
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *mask, float dscale, const int *off,
-                       const int *len, int B, int Tm, int C, int NH);
+                       const int *len, int B, int Tm, int C, int NH, int causal);
 /* dqkv[N, 3C] overwritten */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *mask,
-                        float dscale, const int *off, const int *len, int B, int Tm, int C, int NH);
+                        float dscale, const int *off, const int *len, int B, int Tm, int C, int NH, int causal);
 
 /* Dropout masks: mask[i] = 1 (keep) with probability 1 - p, from a
  * counter-based generator: the bits depend on (key, i) only, not on threads.
@@ -166,5 +169,15 @@ void dropout_apply(float *x, const uint8_t *mask, float dscale, size_t n);
  * = logsumexp - logit[tgt]. If scale != 0, logits is replaced by the
  * gradient scale * (softmax - onehot(tgt)). */
 void crossentropy_forward_backward(float *loss, float *logits, const int *tgt, int M, int V, float scale);
+
+/* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu", nn.GELU()), in
+ * double and rounded once; out may equal in. Backward: din = dout (Phi(x) +
+ * x phi(x)) (overwritten; din may equal dout). */
+void gelu_erf_forward(float *out, const float *in, size_t n);
+void gelu_erf_backward(float *din, const float *dout, const float *in, size_t n);
+
+/* Embedding lookup's gradient: dW[ids[n], :] += dout[n, :] for n in order
+ * (dW[rows, C], ids[N]) */
+void embedding_backward(float *dW, const float *dout, const int32_t *ids, int N, int C);
 
 #endif

@@ -2,7 +2,8 @@
  * kernels.h), moved here from the GPT decoder unchanged (prefixdec's results
  * are bit-identical): HF Conv1D (linear with a [C, OC] weight) and bias
  * column sums, layer norm (train forward with saved statistics, backward),
- * gelu_new, packed causal self-attention, keyed dropout, softmax
+ * gelu_new and exact GELU, packed self-attention (causal or not), keyed
+ * dropout, embedding gradients, softmax
  * cross-entropy. Matrix products go to gemm (lib/gemm.c); everything else
  * runs on the parfor pool, split so that every output element is computed by
  * one thread in a fixed order: bit-identical at any thread count. */
@@ -243,7 +244,7 @@ typedef struct {
     const uint8_t *mask;
     float dscale;
     const int *off, *len;
-    int B, Tm, C, NH;
+    int B, Tm, C, NH, causal;
 } attn_ctx;
 
 static void attn_fwd_range(void *p, int lo, int hi) {
@@ -257,8 +258,9 @@ static void attn_fwd_range(void *p, int lo, int hi) {
         for (int t = 0; t < T; t++) {
             const float *q = base + (size_t)t * C3;
             float *a = x->att + ((size_t)j * Tm + t) * Tm;
+            int n2 = x->causal ? t + 1 : T; /* the keys position t sees */
             float mx = -FLT_MAX;
-            for (int t2 = 0; t2 <= t; t2++) {
+            for (int t2 = 0; t2 < n2; t2++) {
                 const float *k = base + (size_t)t2 * C3 + C;
                 float s = 0;
                 for (int i = 0; i < hs; i++) s += q[i] * k[i];
@@ -267,21 +269,21 @@ static void attn_fwd_range(void *p, int lo, int hi) {
                 if (s > mx) mx = s;
             }
             float sum = 0;
-            for (int t2 = 0; t2 <= t; t2++) {
+            for (int t2 = 0; t2 < n2; t2++) {
                 a[t2] = expf(a[t2] - mx);
                 sum += a[t2];
             }
             float inv = 1.0f / sum;
-            for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+            for (int t2 = 0; t2 < n2; t2++) a[t2] *= inv;
             const float *w = a;
             if (x->mask) {
                 const uint8_t *mk = x->mask + ((size_t)j * Tm + t) * Tm;
-                for (int t2 = 0; t2 <= t; t2++) pd[t2] = mk[t2] ? a[t2] * x->dscale : 0.0f;
+                for (int t2 = 0; t2 < n2; t2++) pd[t2] = mk[t2] ? a[t2] * x->dscale : 0.0f;
                 w = pd;
             }
             float *o = x->out + (size_t)(x->off[b] + t) * C + (size_t)h * hs;
             for (int i = 0; i < hs; i++) o[i] = 0;
-            for (int t2 = 0; t2 <= t; t2++) {
+            for (int t2 = 0; t2 < n2; t2++) {
                 const float *v = base + (size_t)t2 * C3 + 2 * C;
                 float wt = w[t2];
                 for (int i = 0; i < hs; i++) o[i] += wt * v[i];
@@ -292,9 +294,9 @@ static void attn_fwd_range(void *p, int lo, int hi) {
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const uint8_t *mask, float dscale, const int *off,
-                       const int *len, int B, int Tm, int C, int NH) {
+                       const int *len, int B, int Tm, int C, int NH, int causal) {
     attn_ctx x = {.out = out, .att = att, .qkv = qkv, .mask = mask, .dscale = dscale, .off = off, .len = len, .B = B,
-                  .Tm = Tm, .C = C, .NH = NH};
+                  .Tm = Tm, .C = C, .NH = NH, .causal = causal};
     parfor(B * NH, attn_fwd_range, &x);
 }
 
@@ -315,8 +317,9 @@ static void attn_bwd_range(void *p, int lo, int hi) {
             const float *g = x->dout + (size_t)(x->off[b] + t) * C + (size_t)h * hs;
             const float *q = base + (size_t)t * C3;
             float *dq = dbase + (size_t)t * C3;
+            int n2 = x->causal ? t + 1 : T;
             float dot = 0;
-            for (int t2 = 0; t2 <= t; t2++) {
+            for (int t2 = 0; t2 < n2; t2++) {
                 const float *v = base + (size_t)t2 * C3 + 2 * C;
                 float *dv = dbase + (size_t)t2 * C3 + 2 * C;
                 /* through the dropout: p_drop = p * mask * dscale */
@@ -330,7 +333,7 @@ static void attn_bwd_range(void *p, int lo, int hi) {
                 da[t2] = s;
                 dot += a[t2] * s;
             }
-            for (int t2 = 0; t2 <= t; t2++) {
+            for (int t2 = 0; t2 < n2; t2++) {
                 float dpre = a[t2] * (da[t2] - dot) / scale;
                 const float *k = base + (size_t)t2 * C3 + C;
                 float *dk = dbase + (size_t)t2 * C3 + C;
@@ -345,9 +348,9 @@ static void attn_bwd_range(void *p, int lo, int hi) {
 }
 
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *mask,
-                        float dscale, const int *off, const int *len, int B, int Tm, int C, int NH) {
+                        float dscale, const int *off, const int *len, int B, int Tm, int C, int NH, int causal) {
     attn_ctx x = {.dqkv = dqkv, .dout = dout, .qkv = qkv, .catt = att, .mask = mask, .dscale = dscale, .off = off,
-                  .len = len, .B = B, .Tm = Tm, .C = C, .NH = NH};
+                  .len = len, .B = B, .Tm = Tm, .C = C, .NH = NH, .causal = causal};
     parfor(B * NH, attn_bwd_range, &x);
 }
 
@@ -434,4 +437,52 @@ static void xent_range(void *p, int lo, int hi) {
 void crossentropy_forward_backward(float *loss, float *logits, const int *tgt, int M, int V, float scale) {
     xent_ctx x = {loss, logits, tgt, V, scale};
     parfor(M, xent_range, &x);
+}
+
+/* ---------------------------------------------------------------- exact GELU (erf), embeddings */
+
+typedef struct {
+    float *out;
+    const float *in, *dout;
+    size_t n;
+} gerf_ctx;
+
+/* 0.5 x (1 + erf(x / sqrt 2)) in double, rounded once (nn.GELU()) */
+static void gerf_fwd_range(void *p, int lo, int hi) {
+    gerf_ctx *x = p;
+    size_t a = (size_t)lo * GELU_BLOCK, b = (size_t)hi * GELU_BLOCK;
+    if (b > x->n) b = x->n;
+    for (size_t i = a; i < b; i++) {
+        double v = x->in[i];
+        x->out[i] = (float)(0.5 * v * (1.0 + erf(v * M_SQRT1_2)));
+    }
+}
+
+/* d/dx x Phi(x) = Phi(x) + x phi(x) */
+static void gerf_bwd_range(void *p, int lo, int hi) {
+    gerf_ctx *x = p;
+    size_t a = (size_t)lo * GELU_BLOCK, b = (size_t)hi * GELU_BLOCK;
+    if (b > x->n) b = x->n;
+    for (size_t i = a; i < b; i++) {
+        double v = x->in[i], cdf = 0.5 * (1.0 + erf(v * M_SQRT1_2)), pdf = exp(-0.5 * v * v) * 0.3989422804014327;
+        x->out[i] = (float)(x->dout[i] * (cdf + v * pdf));
+    }
+}
+
+void gelu_erf_forward(float *out, const float *in, size_t n) {
+    gerf_ctx x = {out, in, NULL, n};
+    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gerf_fwd_range, &x);
+}
+
+void gelu_erf_backward(float *din, const float *dout, const float *in, size_t n) {
+    gerf_ctx x = {din, in, dout, n};
+    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gerf_bwd_range, &x);
+}
+
+void embedding_backward(float *dW, const float *dout, const int32_t *ids, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        float *d = dW + (size_t)ids[n] * C;
+        const float *g = dout + (size_t)n * C;
+        for (int c = 0; c < C; c++) d[c] += g[c];
+    }
 }
