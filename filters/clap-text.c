@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
         progress_update(&pr, done);
     }
     progress_end(&pr, done);
-    if (headers && !keep_header)
+    if (headers && !keep_header && !tool_quiet)
         warnx_("%ld csv2json header string%s skipped (a bug of the published data/csv2json.py; --keep-header "
                "embeds them as WSAC did)",
                headers, headers == 1 ? "" : "s");
