@@ -13,12 +13,14 @@ README's table gives (README "Coming from WSAC or SALSA").
 
 Fixtures: tests/data/migration/ (a small ClothoV2 captions CSV); the rest is
 made here. Nothing under ../shared is read."""
+import atexit
 import copy
 import csv
 import io
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from tap import ROOT, check, done, note, tool
 import wsacstream
 
 tmp = tempfile.mkdtemp(prefix="wsac-mig-")
+atexit.register(shutil.rmtree, tmp, True)
 DATA = os.path.join(ROOT, "tests", "data", "migration")
 CSV = os.path.join(DATA, "clotho_captions_development.csv")
 CLAP = os.path.join(ROOT, "data", "models", "clap-test.safetensors")
