@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bert_train.h"
 #include "check.h"
 #include "cnn14_train.h"
 #include "gap.h"
@@ -283,6 +284,23 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
         free(e), free(de);
         cnn14t_free(m);
+    } else if (!strcmp(op, "bert")) { /* B len[B] aid[B] ids[sum len]; a[B,E] -> e, grads, loss (f64) */
+        char err[512];
+        bertt *m = model ? bertt_load(model, err, sizeof err) : NULL;
+        if (!m) die("%s", model ? err : "bert needs a model file");
+        int B = iv[0], E = m->c.embed, N = 0;
+        const int *len = iv + 1, *aid = iv + 1 + B;
+        for (int b = 0; b < B; b++) N += len[b];
+        int32_t *ids = xmalloc((size_t)N * sizeof(int32_t));
+        for (int n = 0; n < N; n++) ids[n] = iv[1 + 2 * B + n];
+        float *a = TAKE((size_t)B * E), *e = zeros((size_t)B * E), *de = zeros((size_t)B * E);
+        bertt_forward_train(m, e, ids, len, B, NULL);
+        contrastive_out r = contrastive_loss(NULL, de, a, e, aid, NULL, NULL, 0, B, E, 0.05f, 1.0, 0.0);
+        bertt_backward(m, de);
+        put(o, e, (size_t)B * E), put(o, m->grads, m->nparams);
+        if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
+        free(ids), free(e), free(de);
+        bertt_free(m);
     } else {
         die("unknown op '%s'", op);
     }
