@@ -112,7 +112,15 @@ with open(out, "wb") as f:
     p2 = subprocess.Popen([tool("clap-audio"), "-q", "-m", CLAP, "-j", "1"], stdin=p1.stdout, stdout=f, stderr=subprocess.DEVNULL)
     p1.stdout.close()
     threading.Thread(target=lambda: (p1.stdin.write(files), p1.stdin.close()), daemon=True).start()
-    time.sleep(1.0)
+    # kill once records are flowing (not after a fixed time: a slow build may not
+    # have written one by then), long before the 3000th
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300 and p2.poll() is None:
+        up = msgpack.Unpacker(raw=False)
+        up.feed(open(out, "rb").read())
+        if sum(1 for _ in up) >= 3:  # the header and two records
+            break
+        time.sleep(0.05)
     os.kill(p1.pid, signal.SIGKILL)
     os.kill(p2.pid, signal.SIGKILL)
     p1.wait()
@@ -126,5 +134,5 @@ c = subprocess.run([tool("wsac-cat"), "-q", out], capture_output=True)
 _, recs, tr = ws.read_stream(io.BytesIO(c.stdout))
 check("killed pipeline: a downstream tool passes the records on but writes no trailer either",
       c.returncode == 2 and tr is None and len(recs) > 0)
-note("killed after 1 s: %d of 3000 records made it into the file" % n)
+note("killed once records flowed: %d of 3000 records made it into the file" % n)
 done()
