@@ -241,7 +241,7 @@ check("bad CSV header: exit 2, says which headers are known",
       p.returncode == 2 and "neither Clotho" in p.stderr.decode() and tr is None, p.stderr.decode())
 
 # ---------------------------------------------------------------- streaming
-def read_objects(proc, n, timeout=20.0):
+def read_objects(proc, n, timeout=120.0):  # a hang, not slowness
     up, out, fd = msgpack.Unpacker(raw=False), [], proc.stdout.fileno()
     while len(out) < n:
         r, _, _ = select.select([fd], [], [], timeout)
@@ -269,7 +269,7 @@ for mode, first, second in [([], b"s1\tA bell rings\n", b"s2\tWind blows\n"),
     proc.stdin.write(second)
     proc.stdin.close()
     rest = read_objects(proc, 2)
-    proc.wait(timeout=20)
+    proc.wait(timeout=120)
     check("streaming%s: the rest and the trailer follow" % (" --csv" if mode else ""),
           len(rest) == 2 and rest[-1].get("end") is True and proc.returncode == 0)
 
