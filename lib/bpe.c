@@ -45,7 +45,11 @@ struct bpe {
     int32_t byte_sym[256]; /* byte -> the symbol of its bytes_to_unicode char */
     int32_t *id_sym;       /* [nid] id -> symbol, -1 for a hole */
     int nid, nmerges;
-    int bos, eos, unk, pad;
+    int bos, eos, unk, pad, mask;
+    /* the special tokens HF's RobertaTokenizer finds literally in text (its
+     * added tokens): <s> <pad> </s> <unk> <mask>, those the vocab has */
+    int32_t special_cp[5][8]; /* their code points (ASCII) */
+    int special_len[5], special_id[5], nspecial;
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -289,6 +293,16 @@ static int load_vocab(bpe *b, const char *vocab, size_t n, char *err, size_t err
     b->eos = bpe_id(b, "</s>");
     b->unk = bpe_id(b, "<unk>");
     b->pad = bpe_id(b, "<pad>");
+    b->mask = bpe_id(b, "<mask>");
+    static const char *const specials[5] = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"};
+    for (int i = 0; i < 5; i++) {
+        int id = bpe_id(b, specials[i]);
+        if (id < 0) continue;
+        int k = b->nspecial++, len = (int)strlen(specials[i]);
+        for (int j = 0; j < len; j++) b->special_cp[k][j] = (unsigned char)specials[i][j];
+        b->special_len[k] = len;
+        b->special_id[k] = id;
+    }
     const char *missing = b->bos < 0 ? "<s>" : b->eos < 0 ? "</s>" : b->unk < 0 ? "<unk>" : NULL;
     if (missing) {
         seterr(err, errlen, "vocab.json: no token %s (a RoBERTa vocabulary has <s> </s> <unk> <pad>)", missing);
@@ -524,6 +538,23 @@ static long pretoken(const int32_t *cp, const unsigned char *cl, long n, long i)
     return e - i;
 }
 
+/* Python's str.isspace(): category Zs or bidi class WS, B or S */
+static int py_isspace(int32_t c) {
+    const utf8proc_property_t *p = utf8proc_get_property(c);
+    return p->category == UTF8PROC_CATEGORY_ZS || p->bidi_class == UTF8PROC_BIDI_CLASS_WS ||
+           p->bidi_class == UTF8PROC_BIDI_CLASS_B || p->bidi_class == UTF8PROC_BIDI_CLASS_S;
+}
+
+/* the special token starting at cp[i], its index in b->special_*, or -1 */
+static int special_at(const bpe *b, const int32_t *cp, long n, long i) {
+    if (cp[i] != '<') return -1;
+    for (int k = 0; k < b->nspecial; k++) {
+        int L = b->special_len[k];
+        if (i + L <= n && memcmp(cp + i, b->special_cp[k], (size_t)L * sizeof(int32_t)) == 0) return k;
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------------ BPE */
 
 /* merges sym[0..n) in place (encoder.py bpe()); returns the new count */
@@ -565,14 +596,33 @@ int bpe_tokenize(const bpe *b, const char *text, size_t len, int32_t *ids, int m
     if (n >= 0) {
         total = 0;
         for (long i = 0; i < n; i++) cl[i] = (unsigned char)cls(cps[i]);
-        for (long i = 0; i < n;) {
-            long k = pretoken(cps, cl, n, i);
-            long ns = 0;
-            for (uint32_t j = at[i]; j < at[i + k]; j++) sym[ns++] = b->byte_sym[(unsigned char)text[j]];
-            ns = bpe_word(b, sym, ns);
-            for (long j = 0; j < ns; j++, total++)
-                if (total < max_ids) ids[total] = b->sid[sym[j]] >= 0 ? b->sid[sym[j]] : b->unk;
-            i += k;
+        /* HF tokenize(): the text is split at literal special tokens (its
+         * tokens_trie), each piece between them tokenized on its own; <mask>
+         * is AddedToken(lstrip=True): the piece before it loses its trailing
+         * whitespace (str.rstrip) */
+        for (long a = 0; a < n;) {
+            long e = a, sk = -1;
+            while (e < n && (sk = special_at(b, cps, n, e)) < 0) e++;
+            long te = e;
+            if (sk >= 0 && b->special_id[sk] == b->mask)
+                while (te > a && py_isspace(cps[te - 1])) te--;
+            const int32_t *c = cps + a;
+            const unsigned char *l = cl + a;
+            for (long i = 0; i < te - a;) {
+                long k = pretoken(c, l, te - a, i);
+                long ns = 0;
+                for (uint32_t j = at[a + i]; j < at[a + i + k]; j++) sym[ns++] = b->byte_sym[(unsigned char)text[j]];
+                ns = bpe_word(b, sym, ns);
+                for (long j = 0; j < ns; j++, total++)
+                    if (total < max_ids) ids[total] = b->sid[sym[j]] >= 0 ? b->sid[sym[j]] : b->unk;
+                i += k;
+            }
+            if (sk >= 0) {
+                if (total < max_ids) ids[total] = b->special_id[sk];
+                total++;
+                e += b->special_len[sk];
+            }
+            a = e;
         }
     }
     free(cps);

@@ -14,9 +14,12 @@
  *      lowest rank and merge every occurrence of it, left to right without
  *      overlap; then the next lowest;
  *   4. each symbol's id from vocab.json, <unk> if it has none.
- * Literal special tokens in the text ("<s>", "<mask>") are plain text here
- * (HF would map them to their ids); SALSA's preprocessing deletes '<' and
- * '>', so no SALSA caption can hold one.
+ * Before all this, as HF's tokenize() does (transformers 4.41, SALSA's), the
+ * text is split at the literal special tokens <s> <pad> </s> <unk> <mask>
+ * (those the vocab has), which become their ids; <mask> is
+ * AddedToken(lstrip=True), so the text before it loses its trailing
+ * whitespace (Python's str.rstrip()). SALSA's preprocessing deletes '<' and
+ * '>', so no preprocessed caption holds one.
  *
  * Thread safety: a loaded bpe is read-only; encode from any number of threads
  * at once (no cache). Text longer than BPE_MAX_TEXT bytes is refused with a

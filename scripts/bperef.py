@@ -23,8 +23,9 @@ opposite, as the White_Space property says).
 
 Written from the published algorithm for wsac's tests (lib/bpe.c must give
 identical ids); no HF code is imported. Literal special tokens in the text
-("<s>", "<mask>"...) are plain text here, as in lib/bpe.c (SALSA's
-preprocessing deletes '<' and '>', so they never reach the tokenizer).
+("<s>", "<mask>"...) become their ids as in HF's tokenize() (split_specials;
+SALSA's preprocessing deletes '<' and '>', so they never reach SALSA's
+tokenizer).
 
   bperef.py --vocab vocab.json --merges merges.txt [--max-len 32] [--raw] < LINES
 LINES are KEY<TAB>TEXT (bytes); out: KEY<TAB>ID ID ... ; a line whose text is
@@ -101,7 +102,40 @@ class BPE:
         self.cache[token] = list(word)
         return list(word)
 
+    def split_specials(self, text):
+        """PreTrainedTokenizer.tokenize (transformers 4.41, SALSA's): the text
+        split at the added tokens <s> <pad> </s> <unk> <mask> (leftmost match;
+        none is a prefix of another); <mask> is AddedToken(lstrip=True): the
+        piece before it is rstrip()ped; empty pieces are skipped."""
+        specials = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t in self.encoder]
+        pieces, start, i = [], 0, 0
+        while i < len(text):
+            hit = next((t for t in specials if text.startswith(t, i)), None)
+            if hit is None:
+                i += 1
+                continue
+            if i > start:
+                pieces.append(text[start:i])
+            pieces.append(hit)
+            i += len(hit)
+            start = i
+        if start < len(text):
+            pieces.append(text[start:])
+        for i, p in enumerate(pieces):
+            if p == "<mask>" and i > 0:
+                pieces[i - 1] = pieces[i - 1].rstrip()
+        return [(p, p in specials) for p in pieces if p]
+
     def tokenize(self, text):
+        ids = []
+        for piece, special in self.split_specials(text):
+            if special:
+                ids.append(self.encoder[piece])
+            else:
+                ids += self.tokenize_plain(piece)
+        return ids
+
+    def tokenize_plain(self, text):
         ids = []
         for tok in PAT.findall(text):
             mapped = "".join(self.byte_encoder[b] for b in tok.encode("utf-8"))

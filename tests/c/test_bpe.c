@@ -124,6 +124,15 @@ static void test_roberta(void) {
                  (int32_t[]){0, 438, 2001, 1140, 47416, 46, 15389, 46499, 11582, 17841, 7471, 2}, 12,
                  "accents, CJK, emoji: byte-level pieces");
 
+    /* literal special tokens, as HF's tokenize(): their ids; <mask> eats
+     * the whitespace before it (AddedToken lstrip) */
+    check_encode(R, "a<s>b", 0, (int32_t[]){0, 102, 0, 428, 2}, 5, "raw: a literal <s> is its id");
+    check_encode(R, "a \t<mask> b", 0, (int32_t[]){0, 102, 50264, 741, 2}, 5, "raw: <mask> strips the space before it");
+    check_encode(R, "x <pad>", 0, (int32_t[]){0, 1178, 1437, 1, 2}, 5, "raw: <pad> does not");
+    check_encode(R, "<<s>>", 0, (int32_t[]){0, 41552, 0, 15698, 2}, 5, "raw: <s> inside angle brackets");
+    check_encode(R, "<mask", 0, (int32_t[]){0, 41552, 43776, 2}, 4, "raw: an unfinished <mask is text");
+    check_encode(R, "a <mask>", 1, (int32_t[]){0, 102, 11445, 2}, 4, "salsa: the brackets are deleted first");
+
     /* truncation: <s> + 30 + </s> */
     char text[400] = "";
     for (int i = 0; i < 40; i++) strcat(text, "dog ");

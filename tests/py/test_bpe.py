@@ -5,7 +5,8 @@ The C side runs through build/tests/test_bpe in its helper mode (texts
 hex-encoded, one per line) and through the wsac-bpe filter. Checks:
   - the 4000 captions of tests/data/bpe-captions (ClothoV2 + AudioCaps):
     SALSA's ids (preprocessed, <s> ... </s>, 32) and the raw ids, exactly;
-  - a stress set: emoji (ZWJ sequences, flags, skin tones), CJK, Hangul,
+  - a stress set: literal special tokens (<s>, and <mask> which strips the
+    whitespace before it, as HF's AddedToken(lstrip=True)), emoji (ZWJ sequences, flags, skin tones), CJK, Hangul,
     combining marks, Greek final sigma, U+0130, digits and digit/letter
     mixes, contractions (and their look-alikes), runs of spaces, tabs,
     newlines and Unicode spaces, control characters, over-long words;
@@ -82,7 +83,8 @@ def stress_strings():
         # emoji, symbols, zero-width and control characters
         "🙂👍🏽👨‍👩‍👧", "❤️", "🇫🇷🇩🇪", "a\u200db", "a\u200bb", "a\ufeffb", "\u00ad", "dog 🐕 barks 🐕🐕",
         "\x00", "a\x00b", "\x07bell", "\x7f", "€100", "$5", "50%", "#tag", "@user", "~!@#$%^&*()_+", "<s>",
-        "</s>", "<mask>", "a<s>b", "<pad> <unk>", "\\", "\"quoted\"", "«guillemets»", "—dash–", "…",
+        "</s>", "<mask>", "a<s>b", "<pad> <unk>", "a <mask>", "a \t<mask>b", "<mask> x", "x\u3000<mask>",
+        "x\x1c<mask>", "x\u200b<mask>", "<s><mask>", "a  <mask>  <mask>", "<<s>>", "<mask", "</s >", "<S>", "\\", "\"quoted\"", "«guillemets»", "—dash–", "…",
         # long words
         "a" * 300, "ab" * 200, "supercalifragilisticexpialidocious" * 5, "x" * MAXTEXT,
         "A muddled noise of broken channel of the TV",
@@ -94,7 +96,7 @@ def random_strings(n, seed):
     rng = random.Random(seed)
     pools = ["abcdefghij", "ABCXYZ", "0123456789", " ", "  \t\n", "'", "sStTrReEvVmMlLdD", ".,!?;:-_()\"",
              "éèüößçñ", "ΑΣΟΔσςο", "日本中文한국", "🙂👍🏽‍❤️", "\u0301\u0308\u20dd", "\u00a0\u2003\u3000\u0085",
-             "\x00\x01\x1f\x7f", "İıǅﬁ", "①½²٣"]
+             "\x00\x01\x1f\x7f", "İıǅﬁ", "①½²٣", ["<s>", "<mask>", "</s>", "<unk>", "<pad>", "<", ">"]]
     out = []
     for _ in range(n):
         k = rng.randint(1, 60)
