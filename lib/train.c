@@ -193,6 +193,28 @@ void adamw_step_naive(float *p, float *g, float *m, float *v, size_t n, long t, 
     adam_range(&x, 0, (int)((n + ADAM_BLOCK - 1) / ADAM_BLOCK));
 }
 
+void adamw_torch_step(float *p, float *g, float *m, float *v, size_t n, long t, double lr, double b1, double b2,
+                      double eps, double wd) {
+    double bc1 = 1.0 - pow(b1, (double)t), bc2s = sqrt(1.0 - pow(b2, (double)t));
+    float decay = (float)(1.0 - lr * wd), fb1 = (float)b1, fb2 = (float)b2, a1 = (float)(1.0 - b1),
+          a2 = (float)(1.0 - b2), step = (float)(lr / bc1), c2 = (float)bc2s, fe = (float)eps;
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        p[i] *= decay;
+        m[i] = m[i] * fb1 + gi * a1;
+        v[i] = v[i] * fb2 + gi * gi * a2;
+        p[i] -= step * (m[i] / (sqrtf(v[i]) / c2 + fe));
+        g[i] = 0;
+    }
+}
+
+double salsa_lr(double epoch, double lr, double min_lr, double warmup, double ramp0, double ramp1) {
+    if (epoch < warmup) return lr * epoch / warmup;
+    if (epoch < ramp0) return lr;
+    if (epoch < ramp1) return min_lr + (lr - min_lr) * 0.5 * (1.0 + cos(M_PI * (epoch - ramp0) / (ramp1 - ramp0)));
+    return min_lr;
+}
+
 /* ================================================================ checkpoint files */
 
 static int write_all(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n ? 0 : -1; }

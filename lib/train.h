@@ -51,13 +51,26 @@ double lr_lambda(long step, double warmup, long total);
 void adamw_step(float *p, float *g, float *m, float *v, size_t n, long t, double lr, double wd, double eps);
 void adamw_step_naive(float *p, float *g, float *m, float *v, size_t n, long t, double lr, double wd, double eps);
 
+/* torch.optim.AdamW step t (1-based; SALSA's optimiser), which differs from
+ * transformers.AdamW above: p *= 1 - lr wd first, and eps is added to the
+ * bias-corrected sqrt(v): p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t)
+ * + eps). The gradient is zeroed on the way. */
+void adamw_torch_step(float *p, float *g, float *m, float *v, size_t n, long t, double lr, double b1, double b2,
+                      double eps, double wd);
+
+/* SALSA's update_lr (ex_dcase24.py, warmup 'linear', rampdown 'cosine'):
+ * lr at fractional epoch e: lr e / warmup below warmup; lr until ramp0;
+ * min_lr + (lr - min_lr) (1 + cos(pi (e - ramp0) / (ramp1 - ramp0))) / 2
+ * until ramp1; min_lr after */
+double salsa_lr(double epoch, double lr, double min_lr, double warmup, double ramp0, double ramp1);
+
 /* ---------------------------------------------------------------- checkpoint files */
 
 typedef struct {
     const char *name;
-    st_dtype dtype; /* ST_F32, ST_U8 or ST_I64 */
-    int ndim;
-    int64_t shape[2];
+    st_dtype dtype; /* any; ST_F32, ST_U8 or ST_I64 in the decoder's files */
+    int ndim;       /* 0..4 */
+    int64_t shape[4];
     const void *data;
 } ckpt_tensor;
 

@@ -1,0 +1,135 @@
+/* clap-train - contrastive training of the CNN14-BERT CLAP (SALSA stages 1
+ * and 2); the work is in lib/clap_train.c. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clap_train.h"
+#include "util.h"
+
+static const char usage[] =
+    "Usage: clap-train --init MODEL --mel MEL.mp --captions CAPTIONS -o OUT [OPTIONS]\n"
+    "Train the audio-text model MODEL (a CLAP file clap-audio and clap-text read)\n"
+    "contrastively, as SALSA does, and write the trained model to OUT.\n"
+    "MEL.mp: a wav2mel stream keyed by audio; CAPTIONS: a Clotho/AudioCaps CSV\n"
+    "(name ending in .csv, or --csv) or AUDIOKEY<TAB>CAPTION lines. An item is\n"
+    "one (audio, caption) pair; items with the same audio are positives.\n"
+    "\n"
+    "  -m, --init MODEL         the model to start from (required)\n"
+    "      --mel FILE           the mel stream (required)\n"
+    "      --captions FILE      the captions (required)\n"
+    "      --csv                CAPTIONS is CSV whatever its name\n"
+    "  -o, --output FILE        the trained model (required)\n"
+    "      --epochs N           epochs (20)\n"
+    "      --bs N               items per batch (64; the last partial batch is dropped)\n"
+    "      --lr X               learning rate of all four groups (2e-5)\n"
+    "      --lr-audio-encoder X, --lr-text-encoder X, --lr-audio-proj X, --lr-text-proj X\n"
+    "                           one group's learning rate\n"
+    "      --min-lr X           the schedule's floor (1e-7)\n"
+    "      --warmup E           linear warm-up from 0 over E epochs (1)\n"
+    "      --rampdown-start E, --rampdown-stop E\n"
+    "                           cosine decay from epoch E0 to E1 (1, 15)\n"
+    "      --schedule S         salsa (update_lr, fractional epochs) or constant\n"
+    "      --wd X               AdamW weight decay (0)\n"
+    "      --tau X              temperature (0.05, fixed)\n"
+    "      --seed S             shuffling and dropout (409194)\n"
+    "      --no-shuffle         items in file order\n"
+    "      --no-augment         no dropout (every random training-time behaviour off)\n"
+    "      --frames N           frames per clip: longer clips are cut, shorter padded\n"
+    "                           with -100 dB (default: the longest clip)\n"
+    "      --teacher A.mp,T.mp  stage 2: one teacher's audio and caption embeddings\n"
+    "                           (clap-audio / clap-text output); repeatable\n"
+    "      --loss-weight W      weight of L_sup (1)\n"
+    "      --distill-weight W   weight of L_dist (0; > 0 needs --teacher)\n"
+    "      --no-quirk           L_sup weighted W, not W^2, when distilling\n"
+    "      --max-steps N        stop after N steps (0: the whole run)\n"
+    "      --log FILE           a TSV line per step (loss, L_sup, L_dist, the four rates)\n"
+    "  -j, --threads N          threads for the matrix products (default: all cores)\n"
+    "  -v, --verbose            a line per step\n"
+    "  -q, --quiet              no summary\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "Exit status: 0 trained and written, 1 usage error, 2 fatal (unreadable model\n"
+    "or stream, a caption whose audio is missing, a missing teacher embedding).\n";
+
+enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP, O_LRTP, O_MINLR, O_WARM, O_R0, O_R1,
+       O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
+       O_LOG };
+
+int main(int argc, char **argv) {
+    tool_init("clap-train");
+    static const struct option longopts[] = {
+        {"init", required_argument, 0, 'm'},       {"mel", required_argument, 0, O_MEL},
+        {"captions", required_argument, 0, O_CAPS}, {"csv", no_argument, 0, O_CSV},
+        {"output", required_argument, 0, 'o'},     {"epochs", required_argument, 0, O_EPOCHS},
+        {"bs", required_argument, 0, O_BS},        {"lr", required_argument, 0, O_LR},
+        {"lr-audio-encoder", required_argument, 0, O_LRAE}, {"lr-text-encoder", required_argument, 0, O_LRTE},
+        {"lr-audio-proj", required_argument, 0, O_LRAP},    {"lr-text-proj", required_argument, 0, O_LRTP},
+        {"min-lr", required_argument, 0, O_MINLR}, {"warmup", required_argument, 0, O_WARM},
+        {"rampdown-start", required_argument, 0, O_R0}, {"rampdown-stop", required_argument, 0, O_R1},
+        {"schedule", required_argument, 0, O_SCHED}, {"wd", required_argument, 0, O_WD},
+        {"tau", required_argument, 0, O_TAU},      {"seed", required_argument, 0, O_SEED},
+        {"no-shuffle", no_argument, 0, O_NOSHUF},  {"no-augment", no_argument, 0, O_NOAUG},
+        {"frames", required_argument, 0, O_FRAMES}, {"teacher", required_argument, 0, O_TEACHER},
+        {"loss-weight", required_argument, 0, O_LW}, {"distill-weight", required_argument, 0, O_DW},
+        {"no-quirk", no_argument, 0, O_NOQUIRK},   {"max-steps", required_argument, 0, O_MAXSTEPS},
+        {"log", required_argument, 0, O_LOG},      {"threads", required_argument, 0, 'j'},
+        {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+    clap_train_opts o;
+    clap_train_defaults(&o);
+    int c;
+    while ((c = getopt_long(argc, argv, ":m:o:j:vqh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.init = optarg; break;
+        case O_MEL: o.mel = optarg; break;
+        case O_CAPS: o.captions = optarg; break;
+        case O_CSV: o.csv = 1; break;
+        case 'o': o.out = optarg; break;
+        case O_EPOCHS: o.epochs = (int)parse_long("--epochs", optarg, 1, 100000); break;
+        case O_BS: o.bs = (int)parse_long("--bs", optarg, 2, 1 << 16); break;
+        case O_LR: for (int g = 0; g < 4; g++) o.lr[g] = parse_double("--lr", optarg, 0, 10); break;
+        case O_LRAE: o.lr[0] = parse_double("--lr-audio-encoder", optarg, 0, 10); break;
+        case O_LRTE: o.lr[1] = parse_double("--lr-text-encoder", optarg, 0, 10); break;
+        case O_LRAP: o.lr[2] = parse_double("--lr-audio-proj", optarg, 0, 10); break;
+        case O_LRTP: o.lr[3] = parse_double("--lr-text-proj", optarg, 0, 10); break;
+        case O_MINLR: o.min_lr = parse_double("--min-lr", optarg, 0, 10); break;
+        case O_WARM: o.warmup = parse_double("--warmup", optarg, 0, 1e6); break;
+        case O_R0: o.ramp0 = parse_double("--rampdown-start", optarg, 0, 1e6); break;
+        case O_R1: o.ramp1 = parse_double("--rampdown-stop", optarg, 0, 1e6); break;
+        case O_SCHED:
+            if (!strcmp(optarg, "salsa")) o.constant_lr = 0;
+            else if (!strcmp(optarg, "constant")) o.constant_lr = 1;
+            else die_usage("--schedule must be salsa or constant");
+            break;
+        case O_WD: o.wd = parse_double("--wd", optarg, 0, 10); break;
+        case O_TAU: o.tau = parse_double("--tau", optarg, 1e-4, 100); break;
+        case O_SEED: o.seed = parse_long("--seed", optarg, 0, 0x7fffffffL); break;
+        case O_NOSHUF: o.shuffle = 0; break;
+        case O_NOAUG: o.augment = 0; break;
+        case O_FRAMES: o.frames = (int)parse_long("--frames", optarg, 1, 1 << 24); break;
+        case O_TEACHER:
+            if (o.nteachers == 16) die_usage("at most 16 --teacher");
+            o.teacher[o.nteachers++] = optarg;
+            break;
+        case O_LW: o.loss_weight = parse_double("--loss-weight", optarg, 0, 1e6); break;
+        case O_DW: o.distill_weight = parse_double("--distill-weight", optarg, 0, 1e6); break;
+        case O_NOQUIRK: o.quirk = 0; break;
+        case O_MAXSTEPS: o.max_steps = parse_long("--max-steps", optarg, 0, 1L << 40); break;
+        case O_LOG: o.log = optarg; break;
+        case 'j': o.threads = (int)parse_long("--threads", optarg, 1, 256); break;
+        case 'v': tool_verbose++; break;
+        case 'q': tool_quiet = 1; break;
+        case 'h': fputs(usage, stdout); return EXIT_OK;
+        default: die_bad_option(c, argv);
+        }
+    }
+    if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
+    if (!o.init) die_usage("no model: give --init MODEL");
+    if (!o.mel) die_usage("no mel stream: give --mel FILE");
+    if (!o.captions) die_usage("no captions: give --captions FILE");
+    if (!o.out) die_usage("no output: give -o FILE");
+    if (o.distill_weight > 0 && !o.nteachers) die_usage("--distill-weight needs at least one --teacher");
+    if (o.ramp1 < o.ramp0) die_usage("--rampdown-stop must not come before --rampdown-start");
+    return clap_train_run(&o);
+}

@@ -1,0 +1,349 @@
+/* clap_train.c - the training loop of clap-train (see clap_train.h).
+ *
+ * Items are (audio, caption) pairs in caption-file order; an epoch visits
+ * them in a permutation drawn from (seed, epoch), in batches of bs items (the
+ * last partial batch dropped, as the published loader's drop_last); the
+ * audio tower sees the bs clips of the batch, duplicates included. Positives
+ * are items with the same audio. Every random draw is keyed by (seed, epoch,
+ * item), never by the order of work. */
+#include "clap_train.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bert_train.h"
+#include "captions.h"
+#include "cnn14_train.h"
+#include "contrastive.h"
+#include "embset.h"
+#include "gemm.h"
+#include "safetensors.h"
+#include "stream.h"
+#include "train.h"
+#include "util.h"
+#include "wordpiece.h"
+
+void clap_train_defaults(clap_train_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->epochs = 20, o->bs = 64, o->shuffle = 1, o->augment = 1, o->seed = 409194;
+    for (int i = 0; i < 4; i++) o->lr[i] = 2e-5;
+    o->min_lr = 1e-7, o->warmup = 1, o->ramp0 = 1, o->ramp1 = 15;
+    o->b1 = 0.9, o->b2 = 0.999, o->eps = 1e-8, o->wd = 0, o->tau = 0.05;
+    o->loss_weight = 1, o->distill_weight = 0, o->quirk = 1;
+}
+
+typedef struct {
+    char *key;
+    int T;
+    float *mel; /* [T, M] */
+} clip;
+
+typedef struct {
+    int audio;    /* index into clips */
+    int ntok;
+    int32_t *ids; /* [ntok] */
+    char *text, *key;
+} item;
+
+static uint64_t mix(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int ends_with_csv(const char *p) {
+    size_t n = strlen(p);
+    return n >= 4 && p[n - 4] == '.' && tolower((unsigned char)p[n - 3]) == 'c' &&
+           tolower((unsigned char)p[n - 2]) == 's' && tolower((unsigned char)p[n - 1]) == 'v';
+}
+
+/* every mel record of the stream, whole */
+static clip *read_mels(const char *path, int M, int *n) {
+    ws_reader *r = ws_reader_open_path(path);
+    if (!r) die("cannot open %s: %m", path);
+    clip *c = NULL;
+    int cap = 0, k;
+    ws_record rec;
+    char eb[400];
+    while ((k = ws_reader_next(r, &rec)) == WS_RECORD) {
+        if (rec.err[0]) die("%s: %s: %s", path, ws_record_name(&rec, eb, sizeof eb), rec.err);
+        const ws_tensor *t = ws_record_tensor(&rec, "mel", DT_F32, 2, eb, sizeof eb);
+        if (!t) die("%s: key '%s': %s", path, rec.key, eb);
+        if (t->shape[1] != M) die("%s: key '%s': %lld mel bands, the model takes %d", path, rec.key, (long long)t->shape[1], M);
+        for (size_t i = 0; i < t->numel; i++)
+            if (!isfinite(((float *)t->data)[i])) die("%s: key '%s': a NaN or infinite value", path, rec.key);
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(c[i].key, rec.key)) die("%s: key '%s' appears twice", path, rec.key);
+        if (*n == cap) cap = cap ? 2 * cap : 256, c = xrealloc(c, (size_t)cap * sizeof *c);
+        c[*n].key = xstrdup(rec.key);
+        c[*n].T = (int)t->shape[0];
+        c[*n].mel = xmalloc(t->numel * sizeof(float));
+        memcpy(c[*n].mel, t->data, t->numel * sizeof(float));
+        (*n)++;
+        ws_record_free(&rec);
+    }
+    if (k == WS_ERROR) die("%s: %s", path, ws_reader_error(r));
+    ws_reader_close(r);
+    if (!*n) die("%s: no mel records", path);
+    return c;
+}
+
+static int find_clip(const clip *c, int n, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(c[i].key, key)) return i;
+    return -1;
+}
+
+/* teacher m's embeddings of every item: ta[i, m, :], tt[i, m, :] */
+static void read_teacher(const char *spec, int m, int M, item *it, int nit, const clip *clips, float *ta, float *tt,
+                         int E) {
+    char *s = xstrdup(spec), *comma = strchr(s, ',');
+    if (!comma) die_usage("--teacher %s: give AUDIO.mp,TEXT.mp", spec);
+    *comma = 0;
+    const char *paths[2] = {s, comma + 1};
+    embset es[2];
+    char err[700];
+    for (int j = 0; j < 2; j++) {
+        if (embset_load(&es[j], paths[j], 0, err, sizeof err)) die("teacher %d: %s", m + 1, err);
+        if (es[j].dim != E) die("teacher %d: %s has %d-wide embeddings, the model's are %d", m + 1, paths[j], es[j].dim, E);
+        if (es[j].skipped) die("teacher %d: %s: %ld records without a usable embedding", m + 1, paths[j], es[j].skipped);
+    }
+    long missing = 0;
+    for (int i = 0; i < nit; i++) {
+        const char *ak = clips[it[i].audio].key;
+        int a = -1, t = -1;
+        for (int k = 0; k < es[0].n && a < 0; k++)
+            if (!strcmp(es[0].keys[k], ak)) a = k;
+        for (int k = 0; k < es[1].n && t < 0; k++) /* SALSA keys its teacher captions by the caption text */
+            if (es[1].texts[k] && !strcmp(es[1].texts[k], it[i].text)) t = k;
+        if (a < 0 || t < 0) {
+            if (missing++ < 10)
+                warnx_("teacher %d: %s '%s' (item %d, caption key '%s') is not in %s", m + 1, a < 0 ? "audio" : "caption",
+                       a < 0 ? ak : it[i].text, i + 1, it[i].key, a < 0 ? paths[0] : paths[1]);
+            continue;
+        }
+        memcpy(ta + ((size_t)i * M + m) * E, es[0].x + (size_t)a * E, (size_t)E * sizeof(float));
+        memcpy(tt + ((size_t)i * M + m) * E, es[1].x + (size_t)t * E, (size_t)E * sizeof(float));
+    }
+    if (missing) die("teacher %d: %ld items have no teacher embedding", m + 1, missing);
+    embset_free(&es[0]), embset_free(&es[1]);
+    free(s);
+}
+
+/* the trained model file: every tensor of the input file, the trained ones replaced */
+static void write_model(const char *out, const char *init, cnn14t *A, bertt *Tx, const clap_train_opts *o, long steps) {
+    char err[700];
+    st_file *f = st_open(init, err, sizeof err);
+    if (!f) die("%s", err);
+    int n = st_count(f);
+    ckpt_tensor *ct = xcalloc((size_t)n, sizeof *ct);
+    for (int i = 0; i < n; i++) {
+        st_tensor t;
+        const char *name = st_name(f, i);
+        if (st_get(f, name, &t, err, sizeof err)) die("%s", err);
+        if (t.ndim > 4) die("%s: tensor '%s' has %d dimensions", init, name, t.ndim);
+        ct[i].name = name, ct[i].dtype = t.dtype, ct[i].ndim = t.ndim, ct[i].data = t.data;
+        for (int d = 0; d < t.ndim; d++) ct[i].shape[d] = t.shape[d];
+        int k = cnn14t_find(A, name);
+        if (k >= 0) ct[i].data = (A->t[k].buffer ? A->buffers : A->params) + A->t[k].off;
+        else if ((k = bertt_find(Tx, name)) >= 0) ct[i].data = Tx->params + Tx->t[k].off;
+    }
+    int nm = st_meta_count(f);
+    const char **meta = xcalloc((size_t)(2 * nm + 8), sizeof *meta);
+    int k = 0;
+    for (int i = 0; i < nm; i++) {
+        const char *key = st_meta_key(f, i);
+        if (!strncmp(key, "clap.train.", 11)) continue;
+        meta[2 * k] = key, meta[2 * k + 1] = st_meta(f, key), k++;
+    }
+    char st[32], src[512];
+    snprintf(st, sizeof st, "%ld", steps);
+    snprintf(src, sizeof src, "%s", init);
+    meta[2 * k] = "clap.train.steps", meta[2 * k + 1] = st, k++;
+    meta[2 * k] = "clap.train.init", meta[2 * k + 1] = src, k++;
+    meta[2 * k] = "clap.train.stage", meta[2 * k + 1] = o->nteachers ? "2" : "1", k++;
+    if (ckpt_write(out, ct, n, meta, k, err, sizeof err)) die("%s: %s", out, err);
+    free(ct), free(meta);
+    st_close(f);
+}
+
+int clap_train_run(const clap_train_opts *o) {
+    char err[700];
+    gemm_init(o->threads);
+    cnn14t *A = cnn14t_load(o->init, err, sizeof err);
+    if (!A) die("%s", err);
+    bertt *Tx = bertt_load(o->init, err, sizeof err);
+    if (!Tx) die("%s", err);
+    if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", o->init, A->embed, Tx->c.embed);
+    if (!o->augment) A->dropout = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
+    int E = A->embed, M = A->n_mels;
+
+    /* the tokenizer the model file carries */
+    st_file *f = st_open(o->init, err, sizeof err);
+    st_tensor vt;
+    if (!f || !st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
+        st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
+        die("%s", err);
+    wordpiece *wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
+    if (!wp) die("%s: tensor 'tokenizer.vocab': %s", o->init, err);
+    st_close(f);
+
+    int nclips = 0;
+    clip *clips = read_mels(o->mel, M, &nclips);
+    int frames = o->frames;
+    if (!frames)
+        for (int i = 0; i < nclips; i++) frames = clips[i].T > frames ? clips[i].T : frames;
+    if (frames < (1 << A->nblocks)) die("%d frames are too few for %d ConvBlocks (--frames)", frames, A->nblocks);
+
+    /* the items, in caption-file order */
+    FILE *cf = fopen(o->captions, "rb");
+    if (!cf) die("cannot open %s: %m", o->captions);
+    cap_reader *cr = cap_open(fileno(cf), o->captions, o->csv || ends_with_csv(o->captions) ? CAP_CSV : CAP_LINES,
+                              1 << 20);
+    item *it = NULL;
+    int nit = 0, capit = 0, k, bad = 0;
+    caption c;
+    int32_t *ids = xmalloc((size_t)Tx->c.max_len * sizeof(int32_t));
+    while ((k = cap_next(cr, &c)) == CAP_RECORD) {
+        if (c.err[0]) {
+            warnx_("%s: line %ld (%s): %s", o->captions, c.line, c.key, c.err);
+            bad++;
+            caption_free(&c);
+            continue;
+        }
+        const char *akey = c.id ? c.id : c.key;
+        int a = find_clip(clips, nclips, akey);
+        if (a < 0) {
+            if (bad++ < 10) warnx_("%s: line %ld: audio '%s' is not in %s", o->captions, c.line, akey, o->mel);
+            caption_free(&c);
+            continue;
+        }
+        int trunc = 0;
+        char e2[200];
+        int L = wp_encode(wp, c.text, c.len, Tx->c.max_len, ids, &trunc, e2, sizeof e2);
+        if (L <= 0) {
+            warnx_("%s: line %ld (%s): %s", o->captions, c.line, c.key, e2);
+            bad++;
+            caption_free(&c);
+            continue;
+        }
+        if (nit == capit) capit = capit ? 2 * capit : 1024, it = xrealloc(it, (size_t)capit * sizeof *it);
+        it[nit].audio = a, it[nit].ntok = L;
+        it[nit].ids = xmalloc((size_t)L * sizeof(int32_t));
+        memcpy(it[nit].ids, ids, (size_t)L * sizeof(int32_t));
+        it[nit].text = xstrdup(c.text), it[nit].key = xstrdup(c.key);
+        nit++;
+        caption_free(&c);
+    }
+    if (k == CAP_ERROR) die("%s: %s", o->captions, cap_error(cr));
+    cap_close(cr);
+    fclose(cf);
+    if (bad) die("%d caption%s could not be used (named above)", bad, bad == 1 ? "" : "s");
+    if (nit < o->bs) die("%d items, fewer than one batch of %d", nit, o->bs);
+
+    /* teachers (stage 2) */
+    int MT = o->nteachers;
+    float *ta = NULL, *tt = NULL;
+    if (MT) {
+        ta = xmalloc((size_t)nit * MT * E * sizeof(float)), tt = xmalloc((size_t)nit * MT * E * sizeof(float));
+        for (int m = 0; m < MT; m++) read_teacher(o->teacher[m], m, MT, it, nit, clips, ta, tt, E);
+    }
+    double wsup = o->loss_weight, wdist = o->distill_weight;
+    if (MT && wdist > 0 && o->quirk) wsup = o->loss_weight * o->loss_weight;
+    if (!MT) wdist = 0;
+
+    /* optimiser state: the four groups are contiguous ranges of the two blocks */
+    size_t ahead = A->t[cnn14t_find(A, "audio_proj.0.weight")].off, thead = Tx->t[bertt_find(Tx, "text_proj.0.weight")].off;
+    float *am = xcalloc(A->nparams, sizeof(float)), *av = xcalloc(A->nparams, sizeof(float));
+    float *tm = xcalloc(Tx->nparams, sizeof(float)), *tv = xcalloc(Tx->nparams, sizeof(float));
+
+    int B = o->bs, nb = nit / B, Lsum;
+    float *mel = xmalloc((size_t)B * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
+          *et = xmalloc((size_t)B * E * sizeof(float)), *da = xmalloc((size_t)B * E * sizeof(float)),
+          *dt = xmalloc((size_t)B * E * sizeof(float));
+    float *bta = MT ? xmalloc((size_t)B * MT * E * sizeof(float)) : NULL;
+    float *btt = MT ? xmalloc((size_t)B * MT * E * sizeof(float)) : NULL;
+    int32_t *bids = xmalloc((size_t)B * Tx->c.max_len * sizeof(int32_t));
+    int *blen = xmalloc((size_t)B * sizeof(int)), *aid = xmalloc((size_t)B * sizeof(int)), *perm = xmalloc((size_t)nit * sizeof(int));
+    uint64_t *dka = xmalloc((size_t)B * sizeof(uint64_t)), *dkt = xmalloc((size_t)B * sizeof(uint64_t));
+    FILE *logf = NULL;
+    if (o->log) {
+        if (!(logf = fopen(o->log, "w"))) die("cannot create %s: %m", o->log);
+        fprintf(logf, "step\tepoch\tbatch\tloss\tl_sup\tl_dist\tlr_audio_encoder\tlr_text_encoder\tlr_audio_proj\t"
+                      "lr_text_proj\tseconds\n");
+    }
+    if (!tool_quiet)
+        infox("%d clips, %d items, %d batches of %d a epoch, %d epochs, %d frames a clip%s", nclips, nit, nb, B,
+              o->epochs, frames, MT ? ", distilling" : "");
+    long step = 0;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    for (int ep = 0; ep < o->epochs && (!o->max_steps || step < o->max_steps); ep++) {
+        for (int i = 0; i < nit; i++) perm[i] = i;
+        if (o->shuffle) {
+            xrng r;
+            xrng_seed(&r, mix((uint64_t)o->seed) ^ mix((uint64_t)ep + 1));
+            xrng_permutation(&r, perm, nit);
+        }
+        for (int b = 0; b < nb && (!o->max_steps || step < o->max_steps); b++, step++) {
+            Lsum = 0;
+            for (int j = 0; j < B; j++) {
+                const item *x = &it[perm[b * B + j]];
+                const clip *cl = &clips[x->audio];
+                float *dst = mel + (size_t)j * frames * M;
+                int T = cl->T < frames ? cl->T : frames;
+                memcpy(dst, cl->mel, (size_t)T * M * sizeof(float));
+                for (size_t q = (size_t)T * M; q < (size_t)frames * M; q++) dst[q] = -100.0f; /* log10(1e-10) dB: silence */
+                memcpy(bids + Lsum, x->ids, (size_t)x->ntok * sizeof(int32_t));
+                blen[j] = x->ntok, Lsum += x->ntok;
+                aid[j] = x->audio;
+                uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
+                dka[j] = key, dkt[j] = mix(key);
+                if (MT) {
+                    memcpy(bta + (size_t)j * MT * E, ta + (size_t)perm[b * B + j] * MT * E, (size_t)MT * E * sizeof(float));
+                    memcpy(btt + (size_t)j * MT * E, tt + (size_t)perm[b * B + j] * MT * E, (size_t)MT * E * sizeof(float));
+                }
+            }
+            double lr[4];
+            for (int g = 0; g < 4; g++)
+                lr[g] = o->constant_lr ? o->lr[g]
+                                       : salsa_lr(ep + (double)b / nb, o->lr[g], o->min_lr, o->warmup, o->ramp0, o->ramp1);
+            cnn14t_forward_train(A, ea, mel, B, frames, o->augment ? dka : NULL);
+            bertt_forward_train(Tx, et, bids, blen, B, o->augment ? dkt : NULL);
+            contrastive_out lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, B, E, (float)o->tau, wsup, wdist);
+            if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
+            cnn14t_backward(A, da);
+            bertt_backward(Tx, dt);
+            adamw_torch_step(A->params, A->grads, am, av, ahead, step + 1, lr[0], o->b1, o->b2, o->eps, o->wd);
+            adamw_torch_step(A->params + ahead, A->grads + ahead, am + ahead, av + ahead, A->nparams - ahead, step + 1,
+                             lr[2], o->b1, o->b2, o->eps, o->wd);
+            adamw_torch_step(Tx->params, Tx->grads, tm, tv, thead, step + 1, lr[1], o->b1, o->b2, o->eps, o->wd);
+            adamw_torch_step(Tx->params + thead, Tx->grads + thead, tm + thead, tv + thead, Tx->nparams - thead,
+                             step + 1, lr[3], o->b1, o->b2, o->eps, o->wd);
+            double t1 = (double)clock() / CLOCKS_PER_SEC;
+            if (logf) {
+                fprintf(logf, "%ld\t%d\t%d\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.3f\n", step + 1, ep + 1, b + 1,
+                        lo.total, lo.sup, lo.dist, lr[0], lr[1], lr[2], lr[3], t1 - t0);
+                fflush(logf);
+            }
+            if (tool_verbose) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step + 1, ep + 1, b + 1, nb, lo.total);
+        }
+    }
+    if (logf && fclose(logf)) die("%s: write failed", o->log);
+    write_model(o->out, o->init, A, Tx, o, step);
+    if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
+
+    for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel);
+    for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
+    free(clips), free(it), free(ids), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
+        free(et), free(da), free(dt), free(bta), free(btt), free(bids), free(blen), free(aid), free(perm), free(dka),
+        free(dkt);
+    wp_free(wp);
+    cnn14t_free(A);
+    bertt_free(Tx);
+    return EXIT_OK;
+}

@@ -1,0 +1,29 @@
+/* clap_train.h - contrastive training of the CNN14-BERT CLAP (clap-train):
+ * SALSA's stage 1 (L_sup) and stage 2 (L_dist from teacher embedding
+ * streams), AdamW in SALSA's four groups, update_lr's schedule; both towers
+ * in training mode (cnn14_train.h, bert_train.h), the losses of
+ * contrastive.h. See man/man1/clap-train.1. */
+#ifndef WSAC_CLAP_TRAIN_H
+#define WSAC_CLAP_TRAIN_H
+
+typedef struct {
+    const char *init, *mel, *captions, *out, *log;
+    int csv;                 /* captions are CSV (also: a name ending in .csv) */
+    const char *teacher[16]; /* "AUDIO.mp,TEXT.mp" */
+    int nteachers;
+    int epochs, bs, frames, shuffle, augment, threads, constant_lr;
+    long seed;
+    double lr[4];            /* audio encoder, text encoder, audio projection, text projection */
+    double min_lr, warmup, ramp0, ramp1;
+    double b1, b2, eps, wd, tau;
+    double loss_weight, distill_weight;
+    int quirk;               /* 1: L_sup weighted loss_weight^2 when distilling, as the published code */
+    long max_steps;          /* stop after this many steps (0: the whole run) */
+} clap_train_opts;
+
+void clap_train_defaults(clap_train_opts *o);
+/* Runs the training; returns the exit status (0, or 2 after a fatal error
+ * named on stderr). */
+int clap_train_run(const clap_train_opts *o);
+
+#endif
