@@ -59,6 +59,11 @@ check("world.py: no -o is a usage error (exit 1)", rc == 1, err)
 rc, out, err = run([PY, WORLD, "--small", "-q", "-o", "/dev/null/world"])
 check("world.py: an output directory it cannot create is fatal (exit 2, says why)",
       rc == 2 and err.startswith("world: cannot create"), err)
+rc, out, err = run([PY, "-c", "import sys; sys.path.insert(0, %r); import world; world.FREEDESKTOP = '/nonexistent'; "
+                    "sys.argv = ['world.py', '--small', '-q', '-o', %r]; sys.exit(world.main())"
+                    % (os.path.dirname(WORLD), os.path.join(tmp, "nopkg"))])
+check("world.py: a missing Debian package is fatal (exit 2), named, with the install command",
+      rc == 2 and "sound-theme-freedesktop" in err and "install-world.sh" in err and "\n" == err[-1:], err)
 rc, out, err = run([PY, WORLD, "--classes"])
 with open(os.path.join(ROOT, "data", "world", "classes.tsv"), "rb") as f:
     committed = f.read()
