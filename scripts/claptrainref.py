@@ -278,7 +278,7 @@ def schedule(epoch, lr, min_lr=1e-7, warmup_length=1, rampdown_start=1, rampdown
 
 
 def train_step(model, opt, mel, ids, mask, audio_ids, step, steps_per_epoch, base_lrs=None, teachers=None,
-               loss_weight=1.0, distill_weight=0.0, sched=True):
+               loss_weight=1.0, distill_weight=0.0, sched=True, sched_kw=None):
     """One optimiser step as Lightning runs training_step: the learning rates
     set first (update_scalars), then forward, loss, backward, AdamW step.
     Returns the three loss values (L_sup, L_dist, loss) as floats."""
@@ -288,7 +288,7 @@ def train_step(model, opt, mel, ids, mask, audio_ids, step, steps_per_epoch, bas
     if sched:
         epoch = step / steps_per_epoch
         for g, l in zip(opt.param_groups, opt._base_lrs):
-            g["lr"] = schedule(epoch, l)
+            g["lr"] = schedule(epoch, l, **(sched_kw or {}))
     model.train()
     opt.zero_grad(set_to_none=False)
     a = model.project_audio(mel)
