@@ -70,7 +70,7 @@ typedef struct {
 } job;
 
 static mel_config mc;
-static passt_config pc;
+static pmel_config pc;
 static int passt, jitter;
 static unsigned long long seed;
 static audio_opts ao;
@@ -78,7 +78,7 @@ static audio_opts ao;
 /* per-thread state: the mel plan and buffers, the audio buffers */
 typedef struct {
     mel_state *mel;
-    passt_state *passt;
+    pmel_state *passt;
     audio_buf audio;
 } worker_state;
 
@@ -96,19 +96,19 @@ static void run_job(job *j, worker_state *ws) {
     j->file_sr = a->file_sr;
     j->channels = a->channels;
     if (passt) {
-        size_t T = passt_frames(&pc, a->n);
+        size_t T = pmel_frames(&pc, a->n);
         if (T == 0) {
             snprintf(j->err, sizeof j->err,
                      "too short: %zu samples at %d Hz (%.3f s); the PaSST front end needs at least %zu "
                      "(see --min-seconds)",
-                     a->n, a->sr, (double)a->n / a->sr, passt_min_samples(&pc));
+                     a->n, a->sr, (double)a->n / a->sr, pmel_min_samples(&pc));
             return;
         }
         j->fmin = pc.fmin;
         j->fmax = pc.fmax;
-        if (jitter) passt_jitter(&pc, seed, (unsigned long long)j->index, &j->fmin, &j->fmax);
+        if (jitter) pmel_jitter(&pc, seed, (unsigned long long)j->index, &j->fmin, &j->fmax);
         j->mel = xmalloc_aligned(T * (size_t)pc.n_mels * sizeof(float));
-        j->T = passt_compute(ws->passt, a->x, a->n, j->fmin, j->fmax, j->mel);
+        j->T = pmel_compute(ws->passt, a->x, a->n, j->fmin, j->fmax, j->mel);
         return;
     }
     size_t T = mel_frames(&mc, a->n);
@@ -241,7 +241,7 @@ int main(int argc, char **argv) {
         if (set_wavcaps)
             die_usage("%s is a WavCaps front end option: the passt front end has no %s", set_wavcaps == O_AMIN ?
                       "--amin" : "--no-center", set_wavcaps == O_AMIN ? "amin floor" : "uncentred frames");
-        passt_config_default(&pc);
+        pmel_config_default(&pc);
         pc.sr = ao.sr;
         pc.fmin_aug_range = fmin_aug;
         pc.fmax_aug_range = fmax_aug;
@@ -252,7 +252,7 @@ int main(int argc, char **argv) {
         if (set_nmels) pc.n_mels = mc.n_mels;
         if (set_fmin) pc.fmin = mc.fmin;
         if (set_fmax) pc.fmax = mc.fmax;
-        const char *bad = passt_config_check(&pc);
+        const char *bad = pmel_config_check(&pc);
         if (bad) die_usage("%s", bad);
         /* every draw must pass get_mel_banks' asserts */
         double top_fmin = pc.fmin + fmin_aug - 1, low_fmax = pc.fmax + fmax_aug / 2 - (fmax_aug - 1);
@@ -279,7 +279,7 @@ int main(int argc, char **argv) {
     memset(states, 0, sizeof states);
     thread_pool *tp = pool_new(threads);
     for (int t = 0; t < threads; t++) {
-        if (passt) states[t].passt = passt_init(&pc);
+        if (passt) states[t].passt = pmel_init(&pc);
         else states[t].mel = mel_init(&mc);
     }
 
@@ -379,7 +379,7 @@ int main(int argc, char **argv) {
     pool_free(tp);
     for (int t = 0; t < threads; t++) {
         mel_free(states[t].mel);
-        passt_free(states[t].passt);
+        pmel_free(states[t].passt);
         audio_free(&states[t].audio);
     }
     free(jobs);

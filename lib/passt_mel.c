@@ -13,8 +13,8 @@
 
 #include "util.h"
 
-struct passt_state {
-    passt_config c;
+struct pmel_state {
+    pmel_config c;
     int K, H;          /* bins; H = n_fft / 2 complex points */
     double *window;    /* [n_fft] periodic=False Hann of win_length, centred */
     int wbeg, wend;    /* its non-zero span [wbeg, wend) */
@@ -28,7 +28,7 @@ struct passt_state {
     double *power;     /* [K] */
 };
 
-void passt_config_default(passt_config *c) {
+void pmel_config_default(pmel_config *c) {
     c->sr = 32000;
     c->n_fft = 1024;
     c->win_length = 800;
@@ -41,7 +41,7 @@ void passt_config_default(passt_config *c) {
     c->preemph = 0.97;
 }
 
-const char *passt_config_check(const passt_config *c) {
+const char *pmel_config_check(const pmel_config *c) {
     if (c->sr < 1) return "sample rate must be positive";
     if (c->n_fft < 4 || c->n_fft > (1 << 20) || (c->n_fft & (c->n_fft - 1)))
         return "n_fft must be a power of two in [4, 2^20] for the PaSST front end";
@@ -59,7 +59,7 @@ const char *passt_config_check(const passt_config *c) {
 /* torchaudio.compliance.kaldi.mel_scale: 1127 ln(1 + f / 700) */
 static double kaldi_mel(double f) { return 1127.0 * log(1.0 + f / 700.0); }
 
-int passt_filterbank(const passt_config *c, double flo, double fhi, double *fb) {
+int pmel_filterbank(const pmel_config *c, double flo, double fhi, double *fb) {
     int K = c->n_fft / 2 + 1, M = c->n_mels, empty = 0;
     double fft_bin_width = (double)c->sr / (double)c->n_fft;
     double mlo = kaldi_mel(flo), mhi = kaldi_mel(fhi), delta = (mhi - mlo) / (M + 1);
@@ -81,10 +81,10 @@ int passt_filterbank(const passt_config *c, double flo, double fhi, double *fb) 
     return empty;
 }
 
-static void set_bank(passt_state *s, double flo, double fhi) {
-    const passt_config *c = &s->c;
+static void set_bank(pmel_state *s, double flo, double fhi) {
+    const pmel_config *c = &s->c;
     int K = s->K, M = c->n_mels;
-    passt_filterbank(c, flo, fhi, s->fb);
+    pmel_filterbank(c, flo, fhi, s->fb);
     for (int m = 0; m < M; m++) {
         int b = 0, e = 0;
         for (int k = 0; k < K; k++)
@@ -101,14 +101,14 @@ static void set_bank(passt_state *s, double flo, double fhi) {
 
 /* torch.hann_window(win_length, periodic=False), padded to n_fft as
  * torch.stft pads a shorter window: (n_fft - win_length) / 2 zeros left */
-static void hann_symmetric(const passt_config *c, double *w) {
+static void hann_symmetric(const pmel_config *c, double *w) {
     int off = (c->n_fft - c->win_length) / 2, L = c->win_length;
     for (int i = 0; i < c->n_fft; i++) w[i] = 0;
     for (int i = 0; i < L; i++) w[off + i] = 0.5 - 0.5 * cos(2.0 * M_PI * (double)i / (double)(L - 1));
 }
 
-passt_state *passt_init(const passt_config *c) {
-    passt_state *s = xcalloc(1, sizeof *s);
+pmel_state *pmel_init(const pmel_config *c) {
+    pmel_state *s = xcalloc(1, sizeof *s);
     s->c = *c;
     int N = c->n_fft, K = s->K = N / 2 + 1, H = s->H = N / 2, M = c->n_mels;
     s->window = xmalloc((size_t)N * sizeof(double));
@@ -143,7 +143,7 @@ passt_state *passt_init(const passt_config *c) {
     return s;
 }
 
-void passt_free(passt_state *s) {
+void pmel_free(pmel_state *s) {
     if (!s) return;
     free(s->window);
     free(s->fb);
@@ -157,10 +157,10 @@ void passt_free(passt_state *s) {
     free(s);
 }
 
-size_t passt_min_samples(const passt_config *c) { return (size_t)(c->n_fft / 2) + 2; }
+size_t pmel_min_samples(const pmel_config *c) { return (size_t)(c->n_fft / 2) + 2; }
 
-size_t passt_frames(const passt_config *c, size_t n) {
-    if (n < passt_min_samples(c)) return 0; /* reflect padding of n_fft/2 needs n - 1 > n_fft/2 */
+size_t pmel_frames(const pmel_config *c, size_t n) {
+    if (n < pmel_min_samples(c)) return 0; /* reflect padding of n_fft/2 needs n - 1 > n_fft/2 */
     return 1 + (n - 1) / (size_t)c->hop;
 }
 
@@ -169,8 +169,8 @@ static inline double pre(const float *x, double a, long j) { return (double)x[j 
 
 /* frame t of the windowed, reflect-padded pre-emphasised signal into the
  * complex buffer as z[i] = f[2i] + i f[2i+1], in bit-reversed order */
-static void load_frame(passt_state *s, const float *x, size_t n, size_t t) {
-    const passt_config *c = &s->c;
+static void load_frame(pmel_state *s, const float *x, size_t n, size_t t) {
+    const pmel_config *c = &s->c;
     long L = (long)n - 1, pad = c->n_fft / 2, start = (long)t * c->hop - pad;
     double a = c->preemph;
     memset(s->z, 0, (size_t)s->H * 2 * sizeof(double));
@@ -184,7 +184,7 @@ static void load_frame(passt_state *s, const float *x, size_t n, size_t t) {
 }
 
 /* in-place radix-2 FFT of the bit-reversed z[H] */
-static void fft(passt_state *s) {
+static void fft(pmel_state *s) {
     int H = s->H;
     double *z = s->z;
     for (int len = 2; len <= H; len <<= 1) {
@@ -204,7 +204,7 @@ static void fft(passt_state *s) {
 
 /* |X[k]|^2 for k = 0..H from the packed FFT Z: E = (Z[k] + conj Z[H-k]) / 2,
  * O = (Z[k] - conj Z[H-k]) / 2i, X = E + W^k O */
-static void split_power(passt_state *s) {
+static void split_power(pmel_state *s) {
     int H = s->H;
     const double *z = s->z;
     for (int k = 0; k <= H; k++) {
@@ -219,8 +219,8 @@ static void split_power(passt_state *s) {
     }
 }
 
-static void mel_out(const passt_state *s, float *o) {
-    const passt_config *c = &s->c;
+static void mel_out(const pmel_state *s, float *o) {
+    const pmel_config *c = &s->c;
     int K = s->K;
     for (int m = 0; m < c->n_mels; m++) {
         const double *w = s->fb + (size_t)m * K;
@@ -231,8 +231,8 @@ static void mel_out(const passt_state *s, float *o) {
     }
 }
 
-size_t passt_compute(passt_state *s, const float *x, size_t n, double flo, double fhi, float *out) {
-    size_t T = passt_frames(&s->c, n);
+size_t pmel_compute(pmel_state *s, const float *x, size_t n, double flo, double fhi, float *out) {
+    size_t T = pmel_frames(&s->c, n);
     if (T == 0) return 0;
     if (flo != s->fb_fmin || fhi != s->fb_fmax) set_bank(s, flo, fhi);
     for (size_t t = 0; t < T; t++) {
@@ -244,10 +244,10 @@ size_t passt_compute(passt_state *s, const float *x, size_t n, double flo, doubl
     return T;
 }
 
-size_t passt_compute_naive(const passt_config *c, const float *x, size_t n, double flo, double fhi, float *out) {
-    size_t T = passt_frames(c, n);
+size_t pmel_compute_naive(const pmel_config *c, const float *x, size_t n, double flo, double fhi, float *out) {
+    size_t T = pmel_frames(c, n);
     if (T == 0) return 0;
-    passt_state *s = passt_init(c);
+    pmel_state *s = pmel_init(c);
     set_bank(s, flo, fhi);
     int N = c->n_fft, K = s->K;
     double *f = xmalloc((size_t)N * sizeof(double));
@@ -275,7 +275,7 @@ size_t passt_compute_naive(const passt_config *c, const float *x, size_t n, doub
         }
     }
     free(f);
-    passt_free(s);
+    pmel_free(s);
     return T;
 }
 
@@ -286,7 +286,7 @@ static uint64_t splitmix64(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-void passt_jitter(const passt_config *c, unsigned long long seed, unsigned long long draw, double *flo,
+void pmel_jitter(const pmel_config *c, unsigned long long seed, unsigned long long draw, double *flo,
                   double *fhi) {
     uint64_t st = (uint64_t)seed ^ ((uint64_t)draw * 0xd1b54a32d192ed03ULL);
     uint64_t a = splitmix64(&st), b = splitmix64(&st);

@@ -16,7 +16,7 @@
  *   5. log(mel + 1e-5), then (x + 4.5) / 5.
  * Training-time augmentation (AugmentMelSTFT in training mode): fmin +
  * randint(fmin_aug_range), fmax + fmax_aug_range // 2 - randint(fmax_aug_range);
- * the caller draws them and passes the edges to passt_compute.
+ * the caller draws them and passes the edges to pmel_compute.
  *
  * Numerics: everything in double (an own radix-2 FFT: n_fft must be a power
  * of two), rounded to float at the end, so the output is within float
@@ -39,41 +39,41 @@ typedef struct {
     double preemph;  /* 0.97: y[i] = x[i+1] - preemph * x[i] */
     int fmin_aug_range; /* 10: training jitter of fmin, [0, range) Hz */
     int fmax_aug_range; /* 2000: of fmax, (-range/2, range/2] Hz */
-} passt_config;
+} pmel_config;
 
-void passt_config_default(passt_config *c);
+void pmel_config_default(pmel_config *c);
 /* NULL if valid, else a reason */
-const char *passt_config_check(const passt_config *c);
+const char *pmel_config_check(const pmel_config *c);
 
-typedef struct passt_state passt_state;
+typedef struct pmel_state pmel_state;
 
-/* Not thread-safe to create; passt_compute on distinct states is. */
-passt_state *passt_init(const passt_config *c);
-void passt_free(passt_state *s);
+/* Not thread-safe to create; pmel_compute on distinct states is. */
+pmel_state *pmel_init(const pmel_config *c);
+void pmel_free(pmel_state *s);
 
 /* Frames for N samples: 1 + (N - 1) / hop; 0 if N - 1 <= n_fft / 2 (torch's
  * reflect padding needs the padding shorter than the signal). */
-size_t passt_frames(const passt_config *c, size_t n);
-/* the shortest N passt_frames accepts */
-size_t passt_min_samples(const passt_config *c);
+size_t pmel_frames(const pmel_config *c, size_t n);
+/* the shortest N pmel_frames accepts */
+size_t pmel_min_samples(const pmel_config *c);
 
 /* out[T, M] from x[N] with the mel edges fmin, fmax (the config's, or the
  * jittered ones); returns T, or 0 when N is too short. */
-size_t passt_compute(passt_state *s, const float *x, size_t n, double flo, double fhi, float *out);
+size_t pmel_compute(pmel_state *s, const float *x, size_t n, double flo, double fhi, float *out);
 
 /* get_mel_banks(M, n_fft, sr, fmin, fmax) padded to K columns: fb[M, K] in
  * double (the published code evaluates it in float32). Returns the number
  * of empty filters. */
-int passt_filterbank(const passt_config *c, double flo, double fhi, double *fb);
+int pmel_filterbank(const pmel_config *c, double flo, double fhi, double *fb);
 
 /* The training-time edges for draw number `draw` of stream `seed`
  * (deterministic: splitmix64 of seed and draw): fmin + [0, fmin_aug_range),
  * fmax + fmax_aug_range / 2 - [0, fmax_aug_range), integers as torch.randint
  * gives them. */
-void passt_jitter(const passt_config *c, unsigned long long seed, unsigned long long draw, double *flo,
+void pmel_jitter(const pmel_config *c, unsigned long long seed, unsigned long long draw, double *flo,
                   double *fhi);
 
 /* Reference kernel for tests: the same output with a naive O(K * n_fft) DFT. */
-size_t passt_compute_naive(const passt_config *c, const float *x, size_t n, double flo, double fhi, float *out);
+size_t pmel_compute_naive(const pmel_config *c, const float *x, size_t n, double flo, double fhi, float *out);
 
 #endif

@@ -52,15 +52,15 @@ static float *signal(size_t n, unsigned seed) {
 }
 
 static void test_fft_vs_naive(void) {
-    passt_config c;
-    passt_config_default(&c);
-    passt_state *s = passt_init(&c);
+    pmel_config c;
+    pmel_config_default(&c);
+    pmel_state *s = pmel_init(&c);
     size_t lens[] = {514, 515, 833, 3201};
     for (int i = 0; i < 4; i++) {
-        size_t n = lens[i], T = passt_frames(&c, n);
+        size_t n = lens[i], T = pmel_frames(&c, n);
         float *x = signal(n, 7 + (unsigned)i);
         float *a = malloc(T * 128 * sizeof(float)), *b = malloc(T * 128 * sizeof(float));
-        size_t ta = passt_compute(s, x, n, c.fmin, c.fmax, a), tb = passt_compute_naive(&c, x, n, c.fmin, c.fmax, b);
+        size_t ta = pmel_compute(s, x, n, c.fmin, c.fmax, a), tb = pmel_compute_naive(&c, x, n, c.fmin, c.fmax, b);
         double d = 0;
         for (size_t k = 0; k < T * 128; k++) d = fmax(d, fabs((double)a[k] - (double)b[k]));
         char name[96];
@@ -71,54 +71,54 @@ static void test_fft_vs_naive(void) {
         free(b);
     }
     /* jittered edges on the same state: the bank follows, and back */
-    size_t n = 3201, T = passt_frames(&c, n);
+    size_t n = 3201, T = pmel_frames(&c, n);
     float *x = signal(n, 3), *a = malloc(T * 128 * sizeof(float)), *b = malloc(T * 128 * sizeof(float));
-    passt_compute(s, x, n, c.fmin, c.fmax, b);
-    passt_compute(s, x, n, 7, 15900, a);
+    pmel_compute(s, x, n, c.fmin, c.fmax, b);
+    pmel_compute(s, x, n, 7, 15900, a);
     int same = memcmp(a, b, T * 128 * sizeof(float)) == 0;
-    passt_compute_naive(&c, x, n, 7, 15900, b);
+    pmel_compute_naive(&c, x, n, 7, 15900, b);
     double d = 0;
     for (size_t k = 0; k < T * 128; k++) d = fmax(d, fabs((double)a[k] - (double)b[k]));
     CHECKF(d <= 1e-6 && !same, "other mel edges: the bank is rebuilt (matches the naive path)", "%g", d);
-    passt_compute(s, x, n, c.fmin, c.fmax, a);
-    passt_compute_naive(&c, x, n, c.fmin, c.fmax, b);
+    pmel_compute(s, x, n, c.fmin, c.fmax, a);
+    pmel_compute_naive(&c, x, n, c.fmin, c.fmax, b);
     d = 0;
     for (size_t k = 0; k < T * 128; k++) d = fmax(d, fabs((double)a[k] - (double)b[k]));
     CHECKF(d <= 1e-6, "back to the default edges", "%g", d);
     free(x);
     free(a);
     free(b);
-    passt_free(s);
+    pmel_free(s);
 }
 
 static void test_frames(void) {
-    passt_config c;
-    passt_config_default(&c);
+    pmel_config c;
+    pmel_config_default(&c);
     CHECK(c.fmax == 15000 && c.n_mels == 128 && c.win_length == 800 && c.hop == 320 && c.n_fft == 1024,
           "defaults: SALSA's AugmentMelSTFT (fmax 16000 - 2000/2)");
-    CHECK(passt_config_check(&c) == NULL, "defaults are valid");
-    CHECK(passt_frames(&c, 0) == 0 && passt_frames(&c, 513) == 0 && passt_frames(&c, 514) == 2,
+    CHECK(pmel_config_check(&c) == NULL, "defaults are valid");
+    CHECK(pmel_frames(&c, 0) == 0 && pmel_frames(&c, 513) == 0 && pmel_frames(&c, 514) == 2,
           "shortest input 514 samples (conv1d leaves 513 > the 512 of reflect padding)");
-    CHECK(passt_min_samples(&c) == 514, "passt_min_samples 514");
-    CHECK(passt_frames(&c, 320001) == 1001 && passt_frames(&c, 320000) == 1000,
+    CHECK(pmel_min_samples(&c) == 514, "pmel_min_samples 514");
+    CHECK(pmel_frames(&c, 320001) == 1001 && pmel_frames(&c, 320000) == 1000,
           "T = 1 + (N - 1) / 320 (10 s: 1000 frames, as PaSST's input_tdim)");
-    passt_config b = c;
+    pmel_config b = c;
     b.n_fft = 1000;
-    CHECK(passt_config_check(&b) != NULL, "n_fft not a power of two refused");
+    CHECK(pmel_config_check(&b) != NULL, "n_fft not a power of two refused");
     b = c;
     b.fmax = 16001;
-    CHECK(passt_config_check(&b) != NULL, "fmax above Nyquist refused (Kaldi's assert)");
+    CHECK(pmel_config_check(&b) != NULL, "fmax above Nyquist refused (Kaldi's assert)");
     b = c;
     b.n_mels = 3;
-    CHECK(passt_config_check(&b) != NULL, "3 mel bins refused (Kaldi needs > 3)");
+    CHECK(pmel_config_check(&b) != NULL, "3 mel bins refused (Kaldi needs > 3)");
 }
 
 static void test_bank(void) {
-    passt_config c;
-    passt_config_default(&c);
+    pmel_config c;
+    pmel_config_default(&c);
     int K = 513, M = 128;
     double *fb = malloc((size_t)M * K * sizeof(double));
-    int empty = passt_filterbank(&c, 0, 15000, fb);
+    int empty = pmel_filterbank(&c, 0, 15000, fb);
     int nyq = 1, above = 1;
     for (int m = 0; m < M; m++) {
         if (fb[(size_t)m * K + K - 1] != 0) nyq = 0;
@@ -139,14 +139,14 @@ static void test_bank(void) {
 }
 
 static void test_jitter(void) {
-    passt_config c;
-    passt_config_default(&c);
+    pmel_config c;
+    pmel_config_default(&c);
     double lo_min = 1e9, lo_max = -1, hi_min = 1e9, hi_max = -1;
     int same = 1;
     for (int i = 0; i < 20000; i++) {
         double a, b, a2, b2;
-        passt_jitter(&c, 42, (unsigned long long)i, &a, &b);
-        passt_jitter(&c, 42, (unsigned long long)i, &a2, &b2);
+        pmel_jitter(&c, 42, (unsigned long long)i, &a, &b);
+        pmel_jitter(&c, 42, (unsigned long long)i, &a2, &b2);
         if (a != a2 || b != b2) same = 0;
         lo_min = fmin(lo_min, a), lo_max = fmax(lo_max, a), hi_min = fmin(hi_min, b), hi_max = fmax(hi_max, b);
         if (a != floor(a) || b != floor(b)) same = 0;
@@ -155,8 +155,8 @@ static void test_jitter(void) {
     CHECKF(lo_min == 0 && lo_max == 9, "jitter: fmin in 0 + [0, 10)", "%g..%g", lo_min, lo_max);
     CHECKF(hi_min == 14001 && hi_max == 16000, "jitter: fmax in 15000 + 1000 - [0, 2000)", "%g..%g", hi_min, hi_max);
     double a, b, a2, b2;
-    passt_jitter(&c, 1, 5, &a, &b);
-    passt_jitter(&c, 2, 5, &a2, &b2);
+    pmel_jitter(&c, 1, 5, &a, &b);
+    pmel_jitter(&c, 2, 5, &a2, &b2);
     CHECK(a != a2 || b != b2, "jitter: another seed, other draws");
 }
 
