@@ -37,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels.h"
 #include "nn.h"
 #include "pool.h"
 #include "util.h"
@@ -303,40 +304,6 @@ static void bn0_forward(float *out, const float *in, const float *scale, const f
         for (int m = 0; m < M; m++) out[(size_t)t * M + m] = in[(size_t)t * M + m] * scale[m] + shift[m];
 }
 
-/* cols[K, nr*F] (K = Cin*9) = the zero-padded 3x3 neighbourhoods of rows
- * r0..r0+nr-1 of in[Cin, T, F]:
- *   cols[(ci*3 + kh)*3 + kw, (r - r0)*F + f] = in[ci, r + kh - 1, f + kw - 1], 0 outside,
- * for the input channels c0 <= ci < c1 only (threads split the channels).
- * The k order is the weight's [Cin, 3, 3] order. Each (ci, kh, kw) row is one
- * contiguous copy of the source rows, shifted by kw - 1, with the element that
- * wrapped across a row boundary zeroed. */
-static void im2col3x3(float *cols, const float *in, int c0, int c1, int T, int F, int r0, int nr) {
-    size_t P = (size_t)nr * F;
-    for (int ci = c0; ci < c1; ci++)
-        for (int kh = 0; kh < 3; kh++) {
-            int lo = r0 + kh - 1, hi = lo + nr;           /* source rows wanted */
-            int a = lo < 0 ? 0 : lo, b = hi > T ? T : hi; /* source rows that exist */
-            const float *src = in + ((size_t)ci * T + a) * F;
-            size_t pre = (size_t)(a - lo) * F, n = b > a ? (size_t)(b - a) * F : 0, post = P - pre - n;
-            for (int kw = 0; kw < 3; kw++) {
-                float *d = cols + ((size_t)ci * 9 + kh * 3 + kw) * P;
-                memset(d, 0, pre * sizeof(float));
-                memset(d + pre + n, 0, post * sizeof(float));
-                if (!n) continue;
-                float *dd = d + pre;
-                if (kw == 1) {
-                    memcpy(dd, src, n * sizeof(float));
-                } else if (kw == 0) { /* dd[j] = src[j - 1]; column 0 is padding */
-                    memcpy(dd + 1, src, (n - 1) * sizeof(float));
-                    for (size_t j = 0; j < n; j += F) dd[j] = 0;
-                } else { /* dd[j] = src[j + 1]; column F-1 is padding */
-                    memcpy(dd, src + 1, (n - 1) * sizeof(float));
-                    for (size_t j = F - 1; j < n; j += F) dd[j] = 0;
-                }
-            }
-        }
-}
-
 /* x[n] = max(x * s + b, 0). Blocks of a fixed 16 so that GCC's -O2
  * vectoriser (which wants a known trip count) makes SIMD code of it. */
 static void affine_relu(float *x, size_t n, float s, float b) {
@@ -349,41 +316,6 @@ static void affine_relu(float *x, size_t n, float s, float b) {
     for (; i < n; i++) {
         float v = x[i] * s + b;
         x[i] = v > 0 ? v : 0.0f;
-    }
-}
-
-/* out[T/2, F/2] = mean of each 2x2 window of in[T, F] (T even; an odd last
- * column is dropped). Summed in double, then divided by 4, as ATen's
- * cpu_avg_pool does for float (acc_type<float> is double on CPU). */
-static void avgpool2x2_rows(float *out, const float *in, int T, int F) {
-    int Fo = F / 2;
-    for (int i = 0; i < T / 2; i++) {
-        const float *a = in + (size_t)2 * i * F, *a2 = a + F;
-        float *o = out + (size_t)i * Fo;
-        for (int j = 0; j < Fo; j++) {
-            double sum = (double)a[2 * j] + a[2 * j + 1];
-            sum += a2[2 * j];
-            sum += a2[2 * j + 1];
-            o[j] = (float)(sum / 4);
-        }
-    }
-}
-
-/* feat[C] = max_t(mean_f x) + mean_t(mean_f x) for x[C, T, F] (cnns.py:
- * torch.mean(x, dim=3); x1 = max over time; x2 = mean over time; x1 + x2). */
-static void pool_time_freq(float *feat, const float *x, int C, int T, int F) {
-    for (int c = 0; c < C; c++) {
-        float mx = -INFINITY;
-        double tot = 0;
-        for (int t = 0; t < T; t++) {
-            const float *r = x + ((size_t)c * T + t) * F;
-            double s = 0;
-            for (int f = 0; f < F; f++) s += r[f];
-            float mf = (float)(s / F);
-            mx = mf > mx ? mf : mx;
-            tot += mf;
-        }
-        feat[c] = mx + (float)(tot / T);
     }
 }
 
@@ -593,7 +525,7 @@ static void conv_tile(conv_job *j, int r0, int nr, int co0, int co1, const float
         for (int co = co0; co < co1; co++) {
             float *tc = t + (size_t)(co - co0) * n;
             affine_relu(tc, (size_t)n, c->scale[co], c->shift[co]);
-            avgpool2x2_rows(j->out + ((size_t)co * To + r0 / 2) * Fo, tc, nr, j->F);
+            avgpool2x2_forward(j->out + ((size_t)co * To + r0 / 2) * Fo, tc, 1, nr, j->F);
         }
     }
 }
@@ -651,7 +583,7 @@ static void conv_tile_winograd(conv_job *j, int r0, int nr, int co0, int co1, co
                 int n = ntj - tj0 < B ? ntj - tj0 : B;
                 if (n == B) winograd_out(y00, y01, y10, y11, m + tj0, xs, s, b, B);
                 else winograd_out(y00, y01, y10, y11, m + tj0, xs, s, b, n);
-                if (j->pool) { /* each tile is one pooling window: as avgpool2x2_rows */
+                if (j->pool) { /* each tile is one pooling window: as avgpool2x2_forward */
                     float *o = j->out + ((size_t)co * (T / 2) + y / 2) * Fo + tj0;
                     int np = Fo - tj0 < n ? Fo - tj0 : n; /* an odd last column is dropped */
                     for (int u = 0; u < np; u++) {
@@ -696,7 +628,7 @@ static void tile_input(conv_job *j, int tid, int i, int c0, int c1, float *cols)
         winograd_input(cols, j->in, c->cin, c0, c1, j->T, j->F, r0 / 2, (nr + 1) / 2,
                        j->cols[tid] + 16 * (size_t)c->cin * nt);
     } else {
-        im2col3x3(cols, j->in, c0, c1, j->T, j->F, r0, nr);
+        im2col3x3_rows(cols, j->in, c0, c1, j->T, j->F, r0, nr);
     }
 }
 
@@ -927,56 +859,11 @@ void cnn14_forward(cnn14_state *s, const cnn14_model *m, const float *mel, int T
         conv_layer(s, &m->w.conv[2 * k + 1], s->act[0], s->act[1], t, F, 1); /* [Cout, t/2, F/2] */
         t /= 2, F /= 2;
     }
-    pool_time_freq(s->feat, s->act[0], cfg->channels[cfg->nblocks - 1], t, F);
+    timefreq_pool_forward(s->feat, NULL, s->act[0], cfg->channels[cfg->nblocks - 1], t, F);
     head_forward(emb, s->hid, s->feat, m, 0);
 }
 
 /* ------------------------------------------------------------------ naive reference */
-
-/* out[Cout, T, F] = conv3x3(in[Cin, T, F], w[Cout, Cin, 3, 3]), padding 1,
- * no bias; direct loops, double accumulation. */
-static void conv3x3_forward_naive(float *out, const float *in, const float *w, int Cin, int Cout, int T, int F) {
-    for (int co = 0; co < Cout; co++)
-        for (int t = 0; t < T; t++)
-            for (int f = 0; f < F; f++) {
-                double acc = 0;
-                for (int ci = 0; ci < Cin; ci++)
-                    for (int kh = 0; kh < 3; kh++) {
-                        int tt = t + kh - 1;
-                        if (tt < 0 || tt >= T) continue;
-                        for (int kw = 0; kw < 3; kw++) {
-                            int ff = f + kw - 1;
-                            if (ff < 0 || ff >= F) continue;
-                            acc += (double)w[(((size_t)co * Cin + ci) * 3 + kh) * 3 + kw] *
-                                   in[((size_t)ci * T + tt) * F + ff];
-                        }
-                    }
-                out[((size_t)co * T + t) * F + f] = (float)acc;
-            }
-}
-
-/* x[C, P] = (x - mean) / sqrt(var + eps) * weight + bias, in double, from the
- * raw BatchNorm tensors (not the folded scale/shift); then ReLU if relu. */
-static void batchnorm_forward_naive(float *x, const float *const raw[4], float eps, int C, size_t P, int relu) {
-    for (int c = 0; c < C; c++) {
-        double inv = 1.0 / sqrt((double)raw[3][c] + eps);
-        for (size_t i = 0; i < P; i++) {
-            double v = ((double)x[c * P + i] - raw[2][c]) * inv * raw[0][c] + raw[1][c];
-            x[c * P + i] = (float)(relu && v < 0 ? 0 : v);
-        }
-    }
-}
-
-/* out[C, T/2, F/2] = mean of each 2x2 window of in[C, T, F] (floor) */
-static void avgpool2x2_forward_naive(float *out, const float *in, int C, int T, int F) {
-    int To = T / 2, Fo = F / 2;
-    for (int c = 0; c < C; c++)
-        for (int i = 0; i < To; i++)
-            for (int j = 0; j < Fo; j++) {
-                const float *p = in + ((size_t)c * T + 2 * i) * F + 2 * j;
-                out[((size_t)c * To + i) * Fo + j] = (float)(((double)p[0] + p[1] + p[F] + p[F + 1]) / 4);
-            }
-}
 
 void cnn14_forward_naive(const cnn14_model *m, const float *mel, int T, float *emb) {
     const cnn14_config *cfg = &m->cfg;
@@ -994,17 +881,21 @@ void cnn14_forward_naive(const cnn14_model *m, const float *mel, int T, float *e
     for (int k = 0; k < cfg->nblocks; k++) {
         const cnn14_conv *c1 = &m->w.conv[2 * k], *c2 = c1 + 1;
         size_t P = (size_t)t * F;
-        conv3x3_forward_naive(y, x, c1->w, c1->cin, c1->cout, t, F);
-        batchnorm_forward_naive(y, c1->bn_raw, cfg->bn_eps, c1->cout, P, 1);
-        conv3x3_forward_naive(x, y, c2->w, c2->cin, c2->cout, t, F);
-        batchnorm_forward_naive(x, c2->bn_raw, cfg->bn_eps, c2->cout, P, 1);
-        avgpool2x2_forward_naive(y, x, c2->cout, t, F);
+        conv3x3_forward_naive(y, x, c1->w, 1, c1->cin, c1->cout, t, F);
+        batchnorm_forward_eval_naive(y, y, c1->bn_raw[0], c1->bn_raw[1], c1->bn_raw[2], c1->bn_raw[3], 1, c1->cout, (int)P,
+                                     cfg->bn_eps);
+        relu_forward(y, y, (size_t)c1->cout * P);
+        conv3x3_forward_naive(x, y, c2->w, 1, c2->cin, c2->cout, t, F);
+        batchnorm_forward_eval_naive(x, x, c2->bn_raw[0], c2->bn_raw[1], c2->bn_raw[2], c2->bn_raw[3], 1, c2->cout, (int)P,
+                                     cfg->bn_eps);
+        relu_forward(x, x, (size_t)c2->cout * P);
+        avgpool2x2_forward(y, x, c2->cout, t, F);
         t /= 2, F /= 2;
         memcpy(x, y, (size_t)c2->cout * t * F * sizeof(float));
     }
     int C = cfg->channels[cfg->nblocks - 1];
     float *feat = xmalloc((size_t)C * sizeof(float)), *hid = xmalloc((size_t)cfg->embed * sizeof(float));
-    pool_time_freq(feat, x, C, t, F);
+    timefreq_pool_forward(feat, NULL, x, C, t, F);
     head_forward(emb, hid, feat, m, 1);
     free(feat);
     free(hid);

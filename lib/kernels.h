@@ -24,6 +24,9 @@
 /* cols[K, T*F] = the zero-padded 3x3 neighbourhoods of in[Cin, T, F]:
  *   cols[(ci*3 + kh)*3 + kw, t*F + f] = in[ci, t + kh - 1, f + kw - 1], 0 outside */
 void im2col3x3(float *cols, const float *in, int Cin, int T, int F);
+/* The same for rows r0..r0+nr-1 and input channels c0 <= ci < c1 only (tiles
+ * and threads of clap-audio): cols[(ci*3 + kh)*3 + kw, (r - r0)*F + f] */
+void im2col3x3_rows(float *cols, const float *in, int c0, int c1, int T, int F, int r0, int nr);
 /* din[Cin, T, F] += the transpose of im2col3x3 applied to dcols[K, T*F] */
 void col2im3x3_add(float *din, const float *dcols, int Cin, int T, int F);
 
@@ -62,6 +65,9 @@ void batchnorm_forward_train_naive(float *out, float *mean, float *rstd, float *
 /* Eval mode: the running statistics, folded the same way. */
 void batchnorm_forward_eval(float *out, const float *in, const float *w, const float *b, const float *running_mean,
                             const float *running_var, int O, int C, int S, float eps);
+/* The same in double from the raw tensors, rounded once (out may equal in). */
+void batchnorm_forward_eval_naive(float *out, const float *in, const float *w, const float *b,
+                                  const float *running_mean, const float *running_var, int O, int C, int S, float eps);
 /* din = dL/dx (overwritten; din may equal dout), dw[C] += sum dout * xhat,
  * db[C] += sum dout, from the batch statistics the forward pass saved:
  *   din = w rstd (dout - mean(dout) - xhat mean(dout xhat)) */

@@ -13,32 +13,35 @@
 
 /* ================================================================ convolution 3x3 */
 
-void im2col3x3(float *cols, const float *in, int Cin, int T, int F) {
-    size_t P = (size_t)T * F;
-    for (int ci = 0; ci < Cin; ci++)
-        for (int kh = 0; kh < 3; kh++)
+void im2col3x3_rows(float *cols, const float *in, int c0, int c1, int T, int F, int r0, int nr) {
+    size_t P = (size_t)nr * F;
+    for (int ci = c0; ci < c1; ci++)
+        for (int kh = 0; kh < 3; kh++) {
+            int lo = r0 + kh - 1, hi = lo + nr;           /* source rows wanted */
+            int a = lo < 0 ? 0 : lo, b = hi > T ? T : hi; /* source rows that exist */
+            const float *src = in + ((size_t)ci * T + a) * F;
+            size_t pre = (size_t)(a - lo) * F, n = b > a ? (size_t)(b - a) * F : 0, post = P - pre - n;
             for (int kw = 0; kw < 3; kw++) {
                 float *d = cols + ((size_t)ci * 9 + kh * 3 + kw) * P;
-                for (int t = 0; t < T; t++) {
-                    int tt = t + kh - 1;
-                    float *dr = d + (size_t)t * F;
-                    if (tt < 0 || tt >= T) {
-                        memset(dr, 0, (size_t)F * sizeof(float));
-                        continue;
-                    }
-                    const float *s = in + ((size_t)ci * T + tt) * F;
-                    if (kw == 1) {
-                        memcpy(dr, s, (size_t)F * sizeof(float));
-                    } else if (kw == 0) { /* dr[f] = s[f - 1] */
-                        dr[0] = 0;
-                        if (F > 1) memcpy(dr + 1, s, (size_t)(F - 1) * sizeof(float));
-                    } else { /* dr[f] = s[f + 1] */
-                        if (F > 1) memcpy(dr, s + 1, (size_t)(F - 1) * sizeof(float));
-                        dr[F - 1] = 0;
-                    }
+                memset(d, 0, pre * sizeof(float));
+                memset(d + pre + n, 0, post * sizeof(float));
+                if (!n) continue;
+                float *dd = d + pre;
+                if (kw == 1) {
+                    memcpy(dd, src, n * sizeof(float));
+                } else if (kw == 0) { /* dd[j] = src[j - 1]; column 0 is padding */
+                    memcpy(dd + 1, src, (n - 1) * sizeof(float));
+                    for (size_t j = 0; j < n; j += F) dd[j] = 0;
+                } else { /* dd[j] = src[j + 1]; column F-1 is padding */
+                    memcpy(dd, src + 1, (n - 1) * sizeof(float));
+                    for (size_t j = F - 1; j < n; j += F) dd[j] = 0;
                 }
             }
+        }
 }
+
+
+void im2col3x3(float *cols, const float *in, int Cin, int T, int F) { im2col3x3_rows(cols, in, 0, Cin, T, F, 0, T); }
 
 void col2im3x3_add(float *din, const float *dcols, int Cin, int T, int F) {
     size_t P = (size_t)T * F;
@@ -209,6 +212,16 @@ void batchnorm_forward_train_naive(float *out, float *mean, float *rstd, float *
         mean[c] = (float)m;
         rstd[c] = (float)r;
         bn_running(running_mean, running_var, c, m, v / n, n, momentum);
+    }
+}
+
+void batchnorm_forward_eval_naive(float *out, const float *in, const float *w, const float *b,
+                                  const float *running_mean, const float *running_var, int O, int C, int S, float eps) {
+    for (int c = 0; c < C; c++) {
+        double inv = 1.0 / sqrt((double)running_var[c] + eps);
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < S; i++)
+                BN_AT(out, o, c, i) = (float)(((double)BN_AT(in, o, c, i) - running_mean[c]) * inv * w[c] + b[c]);
     }
 }
 
