@@ -1,10 +1,13 @@
-/* clap-audio - log mel spectrograms to CLAP audio embeddings (WavCaps CNN14). */
+/* clap-audio - log mel spectrograms to CLAP audio embeddings (WavCaps CNN14,
+ * or SALSA's PaSST-S when the model file says clap.audio.arch = passt). */
 #include <getopt.h>
 #include <math.h>
+#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cnn14.h"
+#include "passt.h"
 #include "stream.h"
 #include "util.h"
 
@@ -15,6 +18,11 @@ static const char usage[] =
     "consumed; other fields pass through. Reads STREAM or stdin, writes stdout.\n"
     "The whole clip is encoded, as WSAC does; it needs at least 2^N frames for N\n"
     "ConvBlocks (64 for CNN14: 0.63 s; wav2mel --min-seconds pads).\n"
+    "A SALSA model (scripts/convert.py salsa) runs PaSST-S instead, on the mel of\n"
+    "wav2mel --frontend passt: SALSA's fixed 30 s (silence padded, longer clips\n"
+    "cropped to their first 30 s), 10-s segments kept by the clip's length, mean\n"
+    "of their features, Linear(768->1024). A stream of another front end is\n"
+    "refused (exit 2); --max-seconds, --crop, --conv and --naive are CNN14's.\n"
     "\n"
     "  -m, --model FILE       CLAP model file (scripts/convert.py clap); required\n"
     "      --max-seconds S    encode at most S seconds, 1 + floor(S*sr/hop) frames\n"
@@ -49,6 +57,115 @@ static void check_front_end(const ws_reader *r) {
     }
 }
 
+/* The first header's params.frontend ("wavcaps" when absent: every stream
+ * made before wav2mel had front ends), from the raw header bytes. */
+static char stream_frontend[64];
+static int seen_header;
+static void on_meta(void *ctx, char kind, const char *raw, size_t len) {
+    (void)ctx;
+    if (kind != 'h' || seen_header) return;
+    seen_header = 1;
+    strcpy(stream_frontend, "wavcaps");
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, raw, len, &off) == MSGPACK_UNPACK_SUCCESS && up.data.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object_map *h = &up.data.via.map;
+        for (uint32_t i = 0; i < h->size; i++) {
+            const msgpack_object *k = &h->ptr[i].key, *v = &h->ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 6 || memcmp(k->via.str.ptr, "params", 6) ||
+                v->type != MSGPACK_OBJECT_MAP)
+                continue;
+            for (uint32_t j = 0; j < v->via.map.size; j++) {
+                const msgpack_object *pk = &v->via.map.ptr[j].key, *pv = &v->via.map.ptr[j].val;
+                if (pk->type == MSGPACK_OBJECT_STR && pk->via.str.size == 8 && !memcmp(pk->via.str.ptr, "frontend", 8)) {
+                    if (pv->type == MSGPACK_OBJECT_STR && pv->via.str.size < sizeof stream_frontend) {
+                        memcpy(stream_frontend, pv->via.str.ptr, pv->via.str.size);
+                        stream_frontend[pv->via.str.size] = 0;
+                    } else strcpy(stream_frontend, "(not a string)");
+                }
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* SALSA's audio tower (lib/passt.h) */
+static int run_passt(const char *model_path, const char *input, int threads) {
+    char err[1024];
+    passt_model *m = passt_load(model_path, err, sizeof err);
+    if (!m) die("%s", err);
+    ws_reader *r = ws_reader_open_path(input);
+    if (!r) die("cannot open %s: %m", input);
+    ws_reader_on_meta(r, on_meta, NULL);
+    const passt_config *cfg = &m->cfg;
+    passt_state st;
+    passt_state_init(&st, m, threads);
+    float *emb = xmalloc((size_t)cfg->embed * sizeof(float));
+    ws_writer *w = NULL;
+    const char *src = st_meta(m->file, "wsac.source");
+    ws_param params[] = {
+        {"model", 's', 0, 0, model_path}, {"source", 's', 0, 0, src ? src : ""},
+        {"arch", 's', 0, 0, "passt"},     {"frontend", 's', 0, 0, cfg->frontend},
+        {"n_mels", 'i', cfg->n_mels, 0, 0}, {"blocks", 'i', cfg->depth, 0, 0},
+        {"embed", 'i', cfg->embed, 0, 0}, {"segment_frames", 'i', cfg->seg_frames, 0, 0},
+        {"segments", 'i', cfg->nseg, 0, 0},
+    };
+    static const char *const consumed[] = {"mel", NULL};
+    progress pr;
+    progress_init(&pr, "clips", -1);
+    long done = 0;
+    ws_record rec;
+    int s;
+    while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
+        if (!w) {
+            w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
+            if (strcmp(stream_frontend, cfg->frontend))
+                die("the mel stream's front end is %s, the model takes %s (make it with wav2mel --frontend %s)",
+                    stream_frontend, cfg->frontend, cfg->frontend);
+        }
+        char nm[300], why[400];
+        const ws_tensor *mel;
+        const char *bad = NULL;
+        const char *key = rec.key ? rec.key : ws_record_name(&rec, nm, sizeof nm);
+        if (rec.err[0]) bad = rec.err;
+        else if (!(mel = ws_record_tensor(&rec, "mel", DT_F32, 2, why, sizeof why))) bad = why;
+        else {
+            long T = (long)mel->shape[0], M = (long)mel->shape[1], n = 0;
+            const ws_field *sf = ws_record_field(&rec, "samples");
+            if (sf && sf->kind == WF_INT && sf->i > 0) n = (long)sf->i;
+            if (!(bad = passt_input_error(m, mel->data, T, M, why, sizeof why))) {
+                passt_forward(&st, m, mel->data, T, n, emb);
+                int finite = 1;
+                for (int i = 0; i < cfg->embed; i++) finite &= isfinite(emb[i]) != 0;
+                if (!finite) {
+                    bad = "the embedding is not finite (overflow inside the network: are the model's weights sane?)";
+                } else {
+                    int64_t shape[1] = {cfg->embed};
+                    ws_begin(w, rec.key);
+                    ws_put_tensor(w, "emb", DT_F32, 1, shape, emb);
+                    ws_put_fields_except(w, &rec, consumed);
+                    ws_end(w);
+                }
+            }
+        }
+        if (bad) ws_fail(w, key, "%s", bad);
+        ws_record_free(&rec);
+        progress_update(&pr, ++done);
+    }
+    if (s == WS_ERROR) die("%s", ws_reader_error(r));
+    progress_end(&pr, done);
+    if (!w) w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
+    long ok = ws_writer_records(w), failed = ws_writer_failed(w);
+    ws_writer_close(w);
+    close_stdout_or_die();
+    ws_reader_close(r);
+    passt_state_free(&st);
+    free(emb);
+    passt_free(m);
+    return finish(ok, failed);
+}
+
 int main(int argc, char **argv) {
     tool_init("clap-audio");
     enum { O_MAX = 256, O_CROP, O_NAIVE, O_CONV };
@@ -60,22 +177,24 @@ int main(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *model_path = NULL, *crop = "first", *conv = "auto";
     double max_seconds = 0;
-    int threads = 0, naive = 0, c;
+    int threads = 0, naive = 0, c, cnn14_opt = 0;
     while ((c = getopt_long(argc, argv, ":m:j:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
-        case O_MAX: max_seconds = parse_double("--max-seconds", optarg, 0.001, 1e7); break;
+        case O_MAX: cnn14_opt = O_MAX; max_seconds = parse_double("--max-seconds", optarg, 0.001, 1e7); break;
         case O_CROP:
             if (strcmp(optarg, "first") && strcmp(optarg, "center"))
                 die_usage("option --crop: '%s' is not first or center", optarg);
             crop = optarg;
+            cnn14_opt = O_CROP;
             break;
         case 'j': threads = (int)parse_long("--threads", optarg, 1, 256); break;
-        case O_NAIVE: naive = 1; break;
+        case O_NAIVE: naive = 1; cnn14_opt = O_NAIVE; break;
         case O_CONV:
             if (strcmp(optarg, "auto") && strcmp(optarg, "im2col") && strcmp(optarg, "winograd"))
                 die_usage("option --conv: '%s' is not auto, im2col or winograd", optarg);
             conv = optarg;
+            cnn14_opt = O_CONV;
             break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
@@ -87,11 +206,22 @@ int main(int argc, char **argv) {
     const char *input = optind < argc ? argv[optind] : "-";
 
     char err[1024];
+    st_file *peek = st_open(model_path, err, sizeof err); /* unreadable: cnn14_load says why */
+    int is_passt = peek && passt_is_passt_file(peek);
+    st_close(peek);
+    if (is_passt) {
+        if (cnn14_opt)
+            die_usage("option %s applies to CNN14 models; %s is a PaSST (SALSA) model",
+                      cnn14_opt == O_MAX ? "--max-seconds" : cnn14_opt == O_CROP ? "--crop" :
+                      cnn14_opt == O_NAIVE ? "--naive" : "--conv", model_path);
+        return run_passt(model_path, input, threads);
+    }
     int algo = !strcmp(conv, "im2col") ? CNN14_IM2COL : !strcmp(conv, "winograd") ? CNN14_WINOGRAD : CNN14_AUTO;
     cnn14_model *m = cnn14_load(model_path, naive ? CNN14_IM2COL : algo, err, sizeof err);
     if (!m) die("%s", err);
     ws_reader *r = ws_reader_open_path(input);
     if (!r) die("cannot open %s: %m", input);
+    ws_reader_on_meta(r, on_meta, NULL);
 
     const cnn14_config *cfg = &m->cfg;
     cnn14_state st;
@@ -116,6 +246,9 @@ int main(int argc, char **argv) {
     while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
         if (!w) { /* the upstream header is known once the first record is in */
             w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
+            if (strcmp(stream_frontend, "wavcaps"))
+                die("the mel stream's front end is %s, the model takes wavcaps (make it with wav2mel --frontend "
+                    "wavcaps, the default)", stream_frontend);
             check_front_end(r);
             ws_reader_param(r, "n_mels", &hdr_mels);
             if (max_seconds > 0) {

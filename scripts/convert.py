@@ -5,6 +5,7 @@
   python3 scripts/convert.py decoder CKPT.pt [--vocab VOCAB.txt] [--heads 4] -o decoder.safetensors
   python3 scripts/convert.py gap GAP.pkl -o gap.mp
   python3 scripts/convert.py teacher AUDIO.pt SENTENCE.pt -o PREFIX [--keep-path]
+  python3 scripts/convert.py salsa CKPT --vocab vocab.json --merges merges.txt -o salsa.safetensors
 
 clap: a WavCaps CLAP checkpoint (torch.save'd dict whose 'model' holds the
 ASE state_dict: audio_encoder.audio_enc.*, audio_proj.*,
@@ -49,6 +50,19 @@ caption exactly: one record per distinct caption, as in SALSA, so duplicate
 captions share a vector). "emb" is f32 and L2-normalised, as in every wsac
 embedding stream; SALSA normalises each teacher's vectors before the
 cosine, so stage 2 sees the same correspondences.
+
+salsa: a SALSA Lightning checkpoint (torch.save'd dict whose 'state_dict'
+holds experiments/ex_dcase24.py's module names: audio_embedding_model.model.
+model.* (PaSST), project_audio.0.*, sentence_embedding_model.* (RoBERTa),
+project_sentence.0.*, tau) and the RoBERTa tokenizer files. Writes every
+weight of both towers under its published name, vocab.json and merges.txt as
+the U8 tensors 'tokenizer.vocab_json' and 'tokenizer.merges' (the files'
+bytes), and architecture, front end, segment rule and tokenizer settings in
+__metadata__ (formats/safetensors.md). Skips the mel front end's buffers,
+PaSST's classifier heads (head.*, head_dist.*), position_ids, tau (kept as
+metadata clap.tau), timing_tau and audio_token. Heads, patch stride, mel bins
+and the segment rule cannot be read from weights: options, defaulting to
+SALSA's (12 / 16 heads, 16x16, 128, 10-s segments of a fixed 30 s).
 """
 import argparse
 import os
@@ -437,6 +451,172 @@ def convert_teacher(args):
     return 3 if afail or sfail else 0
 
 
+# ---------------------------------------------------------------- salsa
+PA = "audio_embedding_model.model.model."
+TX = "sentence_embedding_model."
+# in SALSA's Lightning module, unused by the C tools: not written
+SALSA_SKIP = [
+    re.compile(r"^" + re.escape(PA) + r"mel\..*"),                # AugmentMelSTFT buffers (wav2mel's job)
+    re.compile(r"^" + re.escape(PA) + r"head(_dist)?\..*"),        # PaSST's AudioSet classifiers
+    re.compile(r"^" + re.escape(TX) + r"embeddings\.position_ids$"),
+    re.compile(r"^(tau|timing_tau|audio_token)$"),
+]
+
+
+def salsa_expected(sd):
+    """key -> shape of the SALSA model (PaSST-S audio tower with its
+    projection, RoBERTa text tower with its projection), sizes read from sd."""
+    def shape(k):
+        if k not in sd:
+            raise ConvertError("missing keys: %s" % k)
+        return tuple(sd[k].shape)
+    pw = shape(PA + "patch_embed.proj.weight")
+    if len(pw) != 4 or pw[1] != 1:
+        raise ConvertError("%spatch_embed.proj.weight has shape %s, expected [D, 1, ph, pw]" % (PA, list(pw)))
+    D = pw[0]
+    gf, gt = shape(PA + "freq_new_pos_embed")[2], shape(PA + "time_new_pos_embed")[3]
+    depth = 0
+    while PA + "blocks.%d.norm1.weight" % depth in sd:
+        depth += 1
+    if depth == 0:
+        raise ConvertError("missing keys: %sblocks.0.norm1.weight" % PA)
+    Hm = shape(PA + "blocks.0.mlp.fc1.weight")[0]
+    E = shape("project_audio.0.weight")[0]
+    exp = {PA + "patch_embed.proj.weight": pw, PA + "patch_embed.proj.bias": (D,), PA + "cls_token": (1, 1, D),
+           PA + "dist_token": (1, 1, D), PA + "new_pos_embed": (1, 2, D), PA + "freq_new_pos_embed": (1, D, gf, 1),
+           PA + "time_new_pos_embed": (1, D, 1, gt), PA + "norm.weight": (D,), PA + "norm.bias": (D,),
+           "project_audio.0.weight": (E, D), "project_audio.0.bias": (E,)}
+    for i in range(depth):
+        p = PA + "blocks.%d." % i
+        exp.update({p + "norm1.weight": (D,), p + "norm1.bias": (D,), p + "attn.qkv.weight": (3 * D, D),
+                    p + "attn.qkv.bias": (3 * D,), p + "attn.proj.weight": (D, D), p + "attn.proj.bias": (D,),
+                    p + "norm2.weight": (D,), p + "norm2.bias": (D,), p + "mlp.fc1.weight": (Hm, D),
+                    p + "mlp.fc1.bias": (Hm,), p + "mlp.fc2.weight": (D, Hm), p + "mlp.fc2.bias": (D,)})
+    V, H = shape(TX + "embeddings.word_embeddings.weight")
+    P = shape(TX + "embeddings.position_embeddings.weight")[0]
+    I = shape(TX + "encoder.layer.0.intermediate.dense.weight")[0]
+    layers = 0
+    while TX + "encoder.layer.%d.attention.self.query.weight" % layers in sd:
+        layers += 1
+    exp.update({TX + "embeddings.word_embeddings.weight": (V, H), TX + "embeddings.position_embeddings.weight": (P, H),
+                TX + "embeddings.token_type_embeddings.weight": (1, H), TX + "embeddings.LayerNorm.weight": (H,),
+                TX + "embeddings.LayerNorm.bias": (H,)})
+    for i in range(layers):
+        p = TX + "encoder.layer.%d." % i
+        for n in ("query", "key", "value"):
+            exp[p + "attention.self.%s.weight" % n] = (H, H)
+            exp[p + "attention.self.%s.bias" % n] = (H,)
+        exp.update({p + "attention.output.dense.weight": (H, H), p + "attention.output.dense.bias": (H,),
+                    p + "attention.output.LayerNorm.weight": (H,), p + "attention.output.LayerNorm.bias": (H,),
+                    p + "intermediate.dense.weight": (I, H), p + "intermediate.dense.bias": (I,),
+                    p + "output.dense.weight": (H, I), p + "output.dense.bias": (H,),
+                    p + "output.LayerNorm.weight": (H,), p + "output.LayerNorm.bias": (H,)})
+    Et = shape("project_sentence.0.weight")[0]
+    exp.update({"project_sentence.0.weight": (Et, H), "project_sentence.0.bias": (Et,)})
+    cfg = {"dim": D, "depth": depth, "mlp": Hm, "grid": (gf, gt), "patch": pw[2:], "embed": E, "text_embed": Et,
+           "vocab": V, "hidden": H, "positions": P, "intermediate": I, "layers": layers}
+    return exp, cfg
+
+
+def pair(s):
+    try:
+        a, b = (int(x) for x in s.split(","))
+    except ValueError:
+        a = b = int(s)
+    if a < 1 or b < 1:
+        raise argparse.ArgumentTypeError("%s: not positive" % s)
+    return a, b
+
+
+def convert_salsa(args):
+    import json
+    import torch
+    try:
+        ck = torch.load(args.checkpoint, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unreadable file
+        raise ConvertError("%s: cannot read the checkpoint: %s" % (args.checkpoint, e))
+    if isinstance(ck, dict) and isinstance(ck.get("state_dict"), dict):
+        ck = ck["state_dict"]
+    else:
+        raise ConvertError("%s: not a Lightning checkpoint (a dict with 'state_dict')" % args.checkpoint)
+    sd = {k: v.detach().cpu().numpy() for k, v in ck.items() if hasattr(v, "detach")}
+    tau = float(sd["tau"].reshape(-1)[0]) if "tau" in sd and sd["tau"].size == 1 else 0.05
+    kept = {k: v for k, v in sd.items() if not any(p.match(k) for p in SALSA_SKIP)}
+    exp, cfg = salsa_expected(kept)
+    unknown = sorted(set(kept) - set(exp))
+    missing = sorted(set(exp) - set(kept))
+    if unknown:
+        raise ConvertError("unknown keys (not part of SALSA's PaSST-RoBERTa): %s%s"
+                           % (", ".join(unknown[:10]), " ..." if len(unknown) > 10 else ""))
+    if missing:
+        raise ConvertError("missing keys: %s%s" % (", ".join(missing[:10]), " ..." if len(missing) > 10 else ""))
+    bad = ["%s has shape %s, expected %s" % (k, list(kept[k].shape), list(s)) for k, s in exp.items()
+           if tuple(kept[k].shape) != tuple(s)]
+    if bad:
+        raise ConvertError("inconsistent shapes: " + "; ".join(bad[:5]))
+    D, (gf, gt), (ph, pw) = cfg["dim"], cfg["grid"], cfg["patch"]
+    sh, sw = args.patch_stride
+    if D % args.audio_heads:
+        raise ConvertError("width %d is not a multiple of --audio-heads %d" % (D, args.audio_heads))
+    if cfg["hidden"] % args.text_heads:
+        raise ConvertError("text width %d is not a multiple of --text-heads %d" % (cfg["hidden"], args.text_heads))
+    if (args.n_mels - ph) // sh + 1 != gf:
+        raise ConvertError("freq_new_pos_embed has %d positions; %d mel bins at patch %d stride %d give %d"
+                           % (gf, args.n_mels, ph, sh, (args.n_mels - ph) // sh + 1))
+    seg = int(args.segment_seconds * args.sr)  # split_audio: int(segment_length * sampling_rate)
+    nseg = int(round(args.fixed_seconds / args.segment_seconds))
+    if seg < 1 or nseg < 1 or abs(nseg * args.segment_seconds - args.fixed_seconds) > 1e-9:
+        raise ConvertError("--fixed-seconds %g is not a whole number of %g-s segments"
+                           % (args.fixed_seconds, args.segment_seconds))
+    S = 1 + (seg - 1) // args.hop
+    if S < pw or (S - pw) // sw + 1 > gt:
+        raise ConvertError("a %g-s segment (%d frames) gives %d patch columns; time_new_pos_embed has %d"
+                           % (args.segment_seconds, S, (S - pw) // sw + 1 if S >= pw else 0, gt))
+    vocab_bytes = open(args.vocab, "rb").read()
+    merges_bytes = open(args.merges, "rb").read()
+    try:
+        vocab = json.loads(vocab_bytes.decode("utf-8"))
+        merges_bytes.decode("utf-8")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("%s / %s: not UTF-8 JSON / text: %s" % (args.vocab, args.merges, e))
+    if not isinstance(vocab, dict) or len(vocab) != cfg["vocab"]:
+        raise ConvertError("%s has %s tokens but the word embeddings have %d rows"
+                           % (args.vocab, len(vocab) if isinstance(vocab, dict) else "no", cfg["vocab"]))
+    ids = sorted(vocab.values()) if all(isinstance(v, int) for v in vocab.values()) else None
+    if ids != list(range(len(vocab))):
+        raise ConvertError("%s: token ids are not 0..%d" % (args.vocab, len(vocab) - 1))
+    for special in ("<s>", "</s>", "<pad>", "<unk>", "<mask>"):
+        if special not in vocab:
+            raise ConvertError("%s lacks %s" % (args.vocab, special))
+    import torch as _t
+    pad_value = float(((_t.log(_t.zeros(1) + 1e-5) + 4.5) / 5)[0])  # the PaSST mel of silence
+    out = {k: np.asarray(kept[k], dtype=np.float32) for k in sorted(exp)}
+    out["tokenizer.vocab_json"] = np.frombuffer(vocab_bytes, dtype=np.uint8)
+    out["tokenizer.merges"] = np.frombuffer(merges_bytes, dtype=np.uint8)
+    meta = {
+        "wsac.format": "1", "wsac.model": "clap", "wsac.source": os.path.basename(args.checkpoint),
+        "clap.family": "salsa", "clap.embed_dim": cfg["embed"], "clap.tau": repr(tau),
+        "clap.audio.arch": "passt", "clap.audio.frontend": "passt", "clap.audio.n_mels": args.n_mels,
+        "clap.audio.heads": args.audio_heads, "clap.audio.patch_stride": "%d,%d" % (sh, sw),
+        "clap.audio.ln_eps": "1e-06", "clap.audio.sr": args.sr, "clap.audio.hop": args.hop,
+        "clap.audio.segment_samples": seg, "clap.audio.segments": nseg, "clap.audio.pad_value": repr(pad_value),
+        "clap.audio.aggregate": "mean",
+        "clap.text.arch": "roberta", "clap.text.layers": cfg["layers"], "clap.text.heads": args.text_heads,
+        "clap.text.hidden": cfg["hidden"], "clap.text.intermediate": cfg["intermediate"],
+        "clap.text.ln_eps": "1e-05", "clap.text.vocab_size": cfg["vocab"], "clap.text.positions": cfg["positions"],
+        "clap.text.pad_id": vocab["<pad>"], "clap.text.position_offset": vocab["<pad>"] + 1,
+        "clap.text.max_len": args.max_len, "clap.text.pooling": "first",
+        "clap.text.preprocess": "lowercase,strip_punctuation", "clap.text.tokenizer": "roberta_bpe",
+    }
+    if cfg["text_embed"] != cfg["embed"]:
+        raise ConvertError("project_sentence gives %d dimensions, project_audio %d" % (cfg["text_embed"], cfg["embed"]))
+    sttools.save(args.output, out, meta)
+    n = sum(v.size for k, v in out.items() if not k.startswith("tokenizer."))
+    print("convert.py: wrote %s: %d tensors, %.1fM parameters; PaSST %d blocks x %d, RoBERTa %d layers x %d, "
+          "embedding %d" % (args.output, len(out), n / 1e6, cfg["depth"], D, cfg["layers"], cfg["hidden"],
+                            cfg["embed"]), file=sys.stderr)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="convert.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -460,6 +640,20 @@ def main(argv=None):
     t.add_argument("-o", "--output", required=True, help="writes OUTPUT.audio.mp and OUTPUT.text.mp")
     t.add_argument("--keep-path", action="store_true", help="key audio by SALSA's path, not its file name")
     t.add_argument("--name", help="teacher name in the headers (default: the .pt file's folder, SALSA's run name)")
+    sa = sub.add_parser("salsa", help="SALSA Lightning checkpoint (PaSST-S + RoBERTa-large)")
+    sa.add_argument("checkpoint")
+    sa.add_argument("--vocab", required=True, help="the RoBERTa tokenizer's vocab.json")
+    sa.add_argument("--merges", required=True, help="the RoBERTa tokenizer's merges.txt")
+    sa.add_argument("-o", "--output", required=True)
+    sa.add_argument("--audio-heads", type=int, default=12, help="PaSST attention heads (12)")
+    sa.add_argument("--text-heads", type=int, default=16, help="RoBERTa attention heads (16 for -large)")
+    sa.add_argument("--patch-stride", type=pair, default=(16, 16), help="PaSST patch stride F,T (16,16)")
+    sa.add_argument("--n-mels", type=int, default=128, help="mel bins (128)")
+    sa.add_argument("--sr", type=int, default=32000, help="sample rate (32000)")
+    sa.add_argument("--hop", type=int, default=320, help="mel hop (320)")
+    sa.add_argument("--segment-seconds", type=float, default=10.0, help="segment length (10)")
+    sa.add_argument("--fixed-seconds", type=float, default=30.0, help="clips padded/cropped to (30)")
+    sa.add_argument("--max-len", type=int, default=32, help="text tokens incl. <s> </s> (32)")
     args = ap.parse_args(argv)
     try:
         if args.what == "gap":
@@ -468,6 +662,8 @@ def main(argv=None):
             return convert_teacher(args)
         elif args.what == "decoder":
             convert_decoder(args)
+        elif args.what == "salsa":
+            convert_salsa(args)
         else:
             convert_clap(args)
     except ConvertError as e:
