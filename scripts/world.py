@@ -663,7 +663,7 @@ def has_word(text, name):
     return any(tok in words for tok in text.split())
 
 
-def phrase(rng, e, form, role="fg"):
+def phrase(rng, e, form, role="fg", terse=False):
     """One event as a finite clause (form 'fin') or a gerund noun phrase ('np')."""
     c = CLS[e["cls"]]
     groups = c["forms"]
@@ -674,18 +674,19 @@ def phrase(rng, e, form, role="fg"):
     generic = not has_word(subj, c["name"])
     adjs, advs = [], []
     loud = e["loudness"]
-    if loud != "normal" and rng.random() < 0.7:
+    keep = 0.25 if terse else 1.0   # terse: fewer modifiers, for scenes whose captions run long
+    if loud != "normal" and rng.random() < 0.7 * keep:
         if not generic and rng.random() < 0.5:
             adjs.append(LOUD_ADJ[loud][int(rng.integers(len(LOUD_ADJ[loud])))])
         else:
             advs.append(LOUD_ADV[loud][int(rng.integers(len(LOUD_ADV[loud])))])
-    if e["pitch"] != "normal" and rng.random() < 0.75:
+    if e["pitch"] != "normal" and rng.random() < 0.75 * keep:
         p = e["pitch"]
         if not generic and rng.random() < 0.7:
             adjs.insert(0, PITCH_ADJ[p][int(rng.integers(len(PITCH_ADJ[p])))])
         else:
             advs.append(PITCH_ADV[p][0])
-    if e["reps"] > 1 and rng.random() < 0.8:
+    if e["reps"] > 1 and rng.random() < 0.8 * keep:
         opts = REP_ADV[min(e["reps"], 3)]
         advs.append(opts[int(rng.integers(len(opts)))])
     toks = subj.split()
@@ -696,7 +697,7 @@ def phrase(rng, e, form, role="fg"):
     if form == "np":
         v = ing
         out = s + " " + v
-        if rng.random() < 0.25 and role == "fg":
+        if rng.random() < 0.25 and role == "fg" and not terse:
             out = "the sound of " + out
     else:
         if rng.random() < 0.25:
@@ -717,36 +718,50 @@ def fix_articles(text):
     return " ".join(toks)
 
 
-def one_caption(rng, back, events):
+def fresh(rng, options, parts):
+    """One of OPTIONS, preferring a connector the caption has not used yet."""
+    used = set(" ".join(parts).replace(",", " ").split())
+    new = [o for o in options if not set(o.replace(",", " ").split()) & used]
+    pool = new or options
+    return pool[int(rng.integers(len(pool)))]
+
+
+def one_caption(rng, back, events, terse=False):
     k = len(events)
     parts = []
     r = rng.random()
     where = "start" if r < 0.35 else "end" if r < 0.7 else "with"
     # the foreground chain, in time order (or reversed with "after" for two events)
     if k == 2 and events[1]["relation_to_previous"] == "seq" and rng.random() < 0.25:
-        parts = [phrase(rng, events[1], "fin"), "after", phrase(rng, events[0], "fin")]
+        parts = [phrase(rng, events[1], "fin", terse=terse), "after", phrase(rng, events[0], "fin", terse=terse)]
     else:
         np_start = where != "start" and rng.random() < 0.2
-        parts.append(phrase(rng, events[0], "np" if np_start else "fin"))
+        parts.append(phrase(rng, events[0], "np" if np_start else "fin", terse=terse))
         for e in events[1:]:
             if e["relation_to_previous"] == "seq":
-                conn = ["then", ", then", "and then", "before", ", followed by", "followed by"][int(rng.integers(6))]
+                opts = ["then", ", then", "and then", "before", ", followed by", "followed by"]
             else:
-                conn = ["while", "as", ", while", "with"][int(rng.integers(4))]
+                opts = ["while", "as", ", while", "with"]
+            conn = fresh(rng, opts, parts)
             form = "np" if ("followed" in conn or conn == "with" or np_start) else "fin"
-            parts += [conn, phrase(rng, e, form)]
+            parts += [conn, phrase(rng, e, form, terse=terse)]
     chain = " ".join(parts)
+    used = set(chain.replace(",", " ").split())
+    if where == "end" and "while" in used:          # one "while" a caption where it can be
+        where = "with" if "with" not in used else "end"
+    elif where == "with" and "with" in used:
+        where = "end"
     if where == "start":
-        bgp = phrase(rng, back, "fin", role="bg")
-        if rng.random() < 0.4 and " in the " not in bgp:
+        bgp = phrase(rng, back, "fin", role="bg", terse=terse)
+        if rng.random() < 0.4 and " in the " not in bgp and not terse:
             bgp += " in the background"
-        text = "%s %s %s" % (bgp, ["as", "while"][int(rng.integers(2))], chain)
+        text = "%s %s %s" % (bgp, fresh(rng, ["as", "while"], parts), chain)
     elif where == "end":
-        bgp = phrase(rng, back, "fin", role="bg")
-        text = "%s while %s%s" % (chain, bgp, " in the background" if rng.random() < 0.5 and " in the " not in bgp
-                                  else "")
+        bgp = phrase(rng, back, "fin", role="bg", terse=terse)
+        text = "%s %s %s%s" % (chain, fresh(rng, ["while", "while", "as"], parts), bgp,
+                               " in the background" if rng.random() < 0.5 and " in the " not in bgp and not terse else "")
     else:
-        bgp = phrase(rng, back, "np", role="bg")
+        bgp = phrase(rng, back, "np", role="bg", terse=terse)
         text = "%s with %s%s" % (chain, bgp, "" if " in the " in bgp else " in the background")
     text = fix_articles(text.replace(" ,", ","))
     return text[0].upper() + text[1:] + "."
@@ -758,8 +773,8 @@ def n_words(c):
 
 def captions(rng, back, events):
     out = []
-    for _ in range(2000):
-        c = one_caption(rng, back, events)
+    for attempt in range(3000):   # after 500 tries, fewer modifiers (three events with many)
+        c = one_caption(rng, back, events, terse=attempt >= 500)
         if 8 <= n_words(c) <= 20 and c not in out:
             out.append(c)
             if len(out) == 5:
@@ -966,6 +981,11 @@ def main():
         with open(os.path.join(out, s + "_events.jsonl"), "w", encoding="utf-8") as f:
             for m in metas[s]:
                 f.write(json.dumps(m, sort_keys=True) + "\n")
+    for s in SPLITS:   # scenes of an earlier, larger build into the same directory
+        keep = set(fn for fn, _ in rows[s])
+        for fn in os.listdir(os.path.join(out, "audio", s)):
+            if fn not in keep and fn.startswith(s + "_") and fn.endswith((".flac", ".flac.tmp")):
+                os.remove(os.path.join(out, "audio", s, fn))
     with open(os.path.join(out, "classes.tsv"), "w", encoding="utf-8") as f:
         f.write(classes_tsv())
     with open(os.path.join(out, "sources.tsv"), "w", encoding="utf-8") as f:
