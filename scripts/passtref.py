@@ -22,6 +22,8 @@ which differs only in the frames whose STFT window crosses a cut.
     emb = passtref.audio_forward(m, cfg, mel, nsamples)   # [T, M] -> [E], L2-normalised
 """
 import math
+
+import numpy as np
 from dataclasses import dataclass
 
 import torch
@@ -215,7 +217,7 @@ def kept_segments(cfg, nsamples):
 def audio_forward(m, cfg, mel, nsamples=None):
     """mel: [T, M] (numpy or torch) -> emb [E] L2-normalised (torch); nsamples:
     the clip's length in samples (None: (T - 1) * hop + 1)."""
-    mel = torch.as_tensor(mel, dtype=torch.float32)
+    mel = torch.tensor(np.array(mel, dtype=np.float32))
     T, M = mel.shape
     S, n = cfg.seg_frames, cfg.nseg
     if nsamples is None:

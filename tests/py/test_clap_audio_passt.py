@@ -214,4 +214,39 @@ sttools.save(BAD, t3, meta)
 pb, _, _, _ = run(["-q", GOOD], model=BAD)
 check("clap-audio refuses a model file with an extra audio tensor, naming it (exit 2)",
       pb.returncode == 2 and b"attn.extra" in pb.stderr, pb.stderr.decode())
+# ---------------------------------------------------------------- the pipeline and a CNN14 model
+import soundfile as sf  # noqa: E402
+import clapref  # noqa: E402
+
+wav = os.path.join(tmp, "tone.wav")
+tt = np.arange(40000) / 32000.0
+sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * tt) + 0.05 * rng.standard_normal(tt.size)).astype(np.float32), 32000)
+w2m = subprocess.run([tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", str(M), wav], capture_output=True)
+pp = subprocess.run([tool("clap-audio"), "-q", "-m", MODEL], input=w2m.stdout, capture_output=True)
+ok = w2m.returncode == 0 and pp.returncode == 0
+if ok:
+    wr = ws.read_stream(io.BytesIO(w2m.stdout))[1][0]
+    er = ws.read_stream(io.BytesIO(pp.stdout))[1][0]
+    d, c = agree(er["emb"], ref(wr["mel"], int(wr["samples"])))
+    ok = d <= ABS_MAX and c >= COS_MIN
+    note("pipeline: wav2mel --frontend passt | clap-audio, %d samples, T = %d: max |C - ref| = %.2e"
+         % (int(wr["samples"]), wr["mel"].shape[0], d))
+check("pipeline: wav2mel --frontend passt | clap-audio agrees with the reference", ok,
+      w2m.stderr.decode() + pp.stderr.decode())
+ccfg = clapref.Config.tiny()
+cck = os.path.join(tmp, "cnn14.pt")
+torch.save({"model": clapref.random_state_dict(ccfg, seed=1)}, cck)
+cvocab = os.path.join(tmp, "vocab.txt")
+with open(cvocab, "w") as f:
+    f.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ["w%d" % i for i in range(ccfg.vocab - 5)]) + "\n")
+CNN = os.path.join(tmp, "cnn14.safetensors")
+convert.main(["clap", cck, "--vocab", cvocab, "-o", CNN, "--text-heads", "4"])
+w2c = subprocess.run([tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", "64", wav], capture_output=True)
+pc = subprocess.run([tool("clap-audio"), "-q", "-m", CNN], input=w2c.stdout, capture_output=True)
+check("a CNN14 model refuses a passt mel stream (exit 2, front end named)",
+      w2c.returncode == 0 and pc.returncode == 2 and b"front end is passt" in pc.stderr, pc.stderr.decode())
+w2w = subprocess.run([tool("wav2mel"), "-q", wav], capture_output=True)
+pw = subprocess.run([tool("clap-audio"), "-q", "-m", CNN], input=w2w.stdout, capture_output=True)
+check("a CNN14 model takes a wavcaps mel stream (header frontend wavcaps)", pw.returncode == 0 and len(pw.stdout) > 100,
+      pw.stderr.decode())
 done()
