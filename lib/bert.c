@@ -481,6 +481,9 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
     if (!v || strcmp(v, "clap"))
         return failf(err, errlen, "%s: metadata 'wsac.model' is %s%s%s, expected 'clap'", path, v ? "'" : "",
                      v ? v : "missing", v ? "'" : "");
+    v = st_meta(f, "clap.text.arch"); /* absent: bert (WavCaps); SALSA files say roberta */
+    if (v && strcmp(v, "bert"))
+        return failf(err, errlen, "%s: text architecture %.40s is not supported yet (this build runs BERT)", path, v);
 
     int d[2];
     if (get_dims(f, TXT "embeddings.word_embeddings.weight", 2, d, err, errlen)) return -1;

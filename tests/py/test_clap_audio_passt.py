@@ -249,4 +249,7 @@ w2w = subprocess.run([tool("wav2mel"), "-q", wav], capture_output=True)
 pw = subprocess.run([tool("clap-audio"), "-q", "-m", CNN], input=w2w.stdout, capture_output=True)
 check("a CNN14 model takes a wavcaps mel stream (header frontend wavcaps)", pw.returncode == 0 and len(pw.stdout) > 100,
       pw.stderr.decode())
+pt = subprocess.run([tool("clap-text"), "-m", MODEL], input=b"k\ta dog\n", capture_output=True)
+check("clap-text refuses a SALSA model for now: roberta is not supported yet (exit 2)",
+      pt.returncode == 2 and b"roberta is not supported yet" in pt.stderr, pt.stderr.decode())
 done()
