@@ -19,6 +19,7 @@
 #include "check.h"
 
 #include "../fuzz/fuzz_audio.c"
+#include "../fuzz/fuzz_bpe.c"
 #include "../fuzz/fuzz_captions.c"
 #include "../fuzz/fuzz_ptb.c"
 #include "../fuzz/fuzz_refs.c"
@@ -36,7 +37,7 @@ static const harness harnesses[] = {
     {"audio", audio_init, audio_one},         {"captions", captions_init, captions_one},
     {"ptb", ptb_init, ptb_one},               {"refs", refs_init, refs_one},
     {"safetensors", safetensors_init, safetensors_one}, {"stream", stream_init, stream_one},
-    {"wordpiece", wordpiece_init, wordpiece_one},
+    {"wordpiece", wordpiece_init, wordpiece_one}, {"bpe", bpe_init, bpe_one},
 };
 
 static uint8_t *read_file(const char *path, size_t *n) {
