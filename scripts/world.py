@@ -868,15 +868,15 @@ def main():
                 "Clotho-format CSVs (file_name,caption_1..caption_5) for train, val and test, from recordings "
                 "in Debian packages and procedural sounds. Test scenes use only recordings held out from "
                 "training.", epilog="Exit status: 0 ok; 1 usage; 2 fatal; 3 some scenes failed (each named).")
-    ap.add_argument("-o", "--out", help="output directory (created)")
-    ap.add_argument("--seed", type=int, default=1, help="world seed: scenes, captions and split (default 1)")
+    ap.add_argument("-o", "--out", metavar="DIR", help="output directory (created)")
+    ap.add_argument("--seed", type=int, default=1, metavar="S", help="world seed: scenes, captions and split (default 1)")
     ap.add_argument("--small", action="store_true",
                     help="procedural sounds, sound-theme-freedesktop and espeak-ng only; 240/40/120 scenes")
-    ap.add_argument("--train", type=int, help="training scenes (default 3000; --small 240)")
-    ap.add_argument("--val", type=int, help="validation scenes (default 500; --small 40)")
-    ap.add_argument("--test", type=int, help="test scenes (default 1000; --small 120)")
-    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="parallel workers (default: CPUs)")
-    ap.add_argument("--cache", help="decoded-source cache (default OUT/cache)")
+    ap.add_argument("--train", type=int, metavar="N", help="training scenes (default 3000; --small 240)")
+    ap.add_argument("--val", type=int, metavar="N", help="validation scenes (default 500; --small 40)")
+    ap.add_argument("--test", type=int, metavar="N", help="test scenes (default 1000; --small 120)")
+    ap.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="parallel workers (default: CPUs)")
+    ap.add_argument("--cache", metavar="DIR", help="decoded-source cache (default OUT/cache)")
     ap.add_argument("--classes", action="store_true", help="print the class table (data/world/classes.tsv) and exit")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     a = ap.parse_args()
