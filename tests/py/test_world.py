@@ -267,6 +267,33 @@ check("captions of 8-20 words, Clotho-style (capitalised, full stop, no file nam
       min(lens) >= 8 and max(lens) <= 20 and all(c[0].isupper() and c.endswith(".") and ".flac" not in c
                                                  for s in SPLITS for r in rows[s][1:] for c in r[1:]),
       (min(lens), max(lens)))
+# the checker itself: captions made false on purpose must be caught
+swapped = missing = foreign = 0
+tried = [0, 0, 0]
+other = sorted(set(owner.values()))
+for s in SPLITS:
+    for r, m in zip(rows[s][1:], meta[s]):
+        names = {e["cls"] for e in m["events"] + [m["background"]]}
+        for c in r[1:]:
+            low = c[0].lower() + c[1:]
+            for a, b in ((" then ", " while "), (" while ", " then "), (" after ", " before ")):
+                if a in low:
+                    tried[0] += 1
+                    swapped += bool(problems(low.replace(a, b, 1), m))
+                    break
+            toks = low.split()
+            ours = [i for i, t in enumerate(toks) if owner.get(t.strip(",.")) == m["events"][0]["cls"]]
+            if ours:
+                tried[1] += 1
+                missing += bool(problems(" ".join(t for i, t in enumerate(toks) if i not in ours), m))
+            stranger = next(o for o in other if o not in names)
+            word = next(w for w, o in sorted(owner.items()) if o == stranger)
+            tried[2] += 1
+            foreign += bool(problems(low[:-1] + " and a " + word + ".", m))
+check("the caption checker catches false order words (then <-> while, after -> before): %d of %d"
+      % (swapped, tried[0]), tried[0] > 50 and swapped == tried[0])
+check("the caption checker catches an event left unnamed and a class not in the scene: %d of %d, %d of %d"
+      % (missing, tried[1], foreign, tried[2]), missing == tried[1] > 50 and foreign == tried[2])
 note("%d captions, vocabulary %d words, %.1f words per caption" % (n_caps, len(seen_words), sum(lens) / len(lens)))
 check("the events file holds the same five captions as the CSV",
       all(m["captions"] == r[1:] for s in SPLITS for r, m in zip(rows[s][1:], meta[s])))
