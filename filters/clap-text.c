@@ -1,4 +1,6 @@
-/* clap-text - captions to a stream of WavCaps CLAP text embeddings (BERT + text_proj). */
+/* clap-text - captions to a stream of CLAP text embeddings: WavCaps' (BERT +
+ * text_proj, WordPiece) or SALSA's (RoBERTa + project_sentence, SALSA's
+ * preprocessing and byte-level BPE), as the model file says. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <getopt.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "bert.h"
+#include "bpe.h"
 #include "captions.h"
 #include "safetensors.h"
 #include "stream.h"
@@ -20,11 +23,14 @@ static const char usage[] =
     "without a tab is keyed by its line number), a Clotho or AudioCaps CSV file\n"
     "with --csv, or a WSAC caption list (csv2json.py's clotho.json) with --json,\n"
     "and write a tensor stream with one record per caption: \"emb\" f32\n"
-    "[E], its L2-normalised WavCaps CLAP text embedding, and \"text\", the caption\n"
-    "as given. Tokenized as Hugging Face's BertTokenizer (bert-base-uncased) and\n"
-    "truncated to the model's max_len tokens ([CLS] and [SEP] included: 30).\n"
+    "[E], its L2-normalised CLAP text embedding, and \"text\", the caption as\n"
+    "given. A WavCaps model (BERT): tokenized as Hugging Face's BertTokenizer\n"
+    "(bert-base-uncased), truncated to the model's max_len tokens ([CLS] and [SEP]\n"
+    "included: 30). A SALSA model (RoBERTa): lower-cased and ASCII punctuation\n"
+    "removed as SALSA does, then RobertaTokenizer's byte-level BPE, truncated to\n"
+    "max_len tokens (<s> and </s> included: 32).\n"
     "\n"
-    "  -m, --model FILE     CLAP model file (scripts/convert.py clap); required\n"
+    "  -m, --model FILE     CLAP model file (scripts/convert.py clap or salsa); required\n"
     "      --csv            the input is CSV: Clotho (file_name,caption_1..caption_N;\n"
     "                       keys FILE_NAME#1..#N) or AudioCaps (audiocap_id,\n"
     "                       youtube_id,start_time,caption; key audiocap_id)\n"
@@ -35,7 +41,7 @@ static const char usage[] =
     "                       \"caption\") are named and skipped (they fail)\n"
     "      --keep-header    with --json: embed those strings as the published\n"
     "                       code does (each is still named)\n"
-    "      --ids            add \"ids\", i32 [L]: the token ids BERT read\n"
+    "      --ids            add \"ids\", i32 [L]: the token ids the encoder read\n"
     "      --batch N        at most N captions per forward pass (64); only captions\n"
     "                       already read are batched, so records still stream\n"
     "  -j, --threads N      threads (default: all cores); the output is bit-identical\n"
@@ -45,6 +51,7 @@ static const char usage[] =
     "  -h, --help           show this help\n"
     "\n"
     "A caption that is empty (no tokens), not valid UTF-8 or holds a NUL byte, a\n"
+    "SALSA caption over 4096 bytes whose first 4096 give too few tokens, a\n"
     "line over 1 MiB, a CSV row with the wrong number of fields, a JSON entry\n"
     "that is not a string and a csv2json header string fail: each is named on\n"
     "stderr with its key (or line) and listed in the trailer.\n"
@@ -59,6 +66,52 @@ typedef struct {
     int32_t *ids; /* into the batch's id buffer */
     int len;      /* 0: failed (c.err says why) */
 } item;
+
+/* SALSA's captions longer than this are cut before preprocessing, at the last
+ * space that follows an ASCII letter or digit within it: every pre-token (and
+ * its BPE) before that space is then the same as in the whole caption (no
+ * pre-token crosses a space after a letter or digit; Python's Final_Sigma
+ * stops at that letter or digit; preprocessing at most adds half: within
+ * BPE_MAX_TEXT), and the space left out gives tokens, so the first max_len - 2
+ * ids are the whole caption's if the cut part has that many. */
+#define SALSA_CUT 4096
+
+static int ascii_alnum(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'); }
+
+/* SALSA's side of one caption (ex_dcase24.py forward_sentence):
+ * preprocessing, then <s> BPE </s> truncated to max_len (-1: err says why). */
+static int salsa_encode(const bpe *b, int preprocess, const char *text, size_t len, int max_len, int32_t *ids,
+                        int *trunc, char *err, size_t errlen) {
+    size_t n = len;
+    int cut = 0;
+    if (len > SALSA_CUT) {
+        size_t k = SALSA_CUT;
+        while (k > 0 && !(text[k] == ' ' && ascii_alnum(text[k - 1]))) k--;
+        if (k > 0) n = k, cut = 1;
+    }
+    const char *t = text;
+    size_t tl = n;
+    char *p = NULL;
+    if (preprocess) {
+        if (!(p = bpe_salsa_preprocess(text, n, &tl, err, errlen))) return -1;
+        t = p;
+    }
+    size_t blank = 0;
+    while (blank < tl && t[blank] && strchr(" \t\n\r\v\f", t[blank])) blank++;
+    int L = blank == tl ? 2 : bpe_encode(b, t, tl, max_len, ids, trunc, err, errlen);
+    free(p);
+    if (L > 2 && cut) {
+        if (L < max_len) {
+            snprintf(err, errlen,
+                     "caption of %zu bytes whose first %zu (up to a space after a letter or digit) give %d "
+                     "tokens, fewer than the %d kept",
+                     len, n, L - 2, max_len - 2);
+            return -1;
+        }
+        *trunc = 1;
+    }
+    return L;
+}
 
 int main(int argc, char **argv) {
     tool_init("clap-text");
@@ -102,7 +155,8 @@ int main(int argc, char **argv) {
         if (fd < 0) die("%s: %m", in_name);
     }
 
-    /* the model: BERT and text_proj, and the vocabulary it was trained with */
+    /* the model: BERT and text_proj or RoBERTa and project_sentence, and the
+     * tokenizer it was trained with */
     double t0 = now_seconds();
     char err[512];
     st_file *f = st_open(model_path, err, sizeof err);
@@ -110,29 +164,58 @@ int main(int argc, char **argv) {
     bert_model m;
     if (bert_load(&m, f, err, sizeof err)) die("%s", err);
     st_tensor vt;
-    if (!st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
-        st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
-        die("%s", err);
-    wordpiece *wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
-    if (!wp) die("%s: tensor 'tokenizer.vocab': %s", model_path, err);
-    if (wp_vocab_size(wp) != m.c.vocab)
-        die("%s: tensor 'tokenizer.vocab' has %d tokens but the word embeddings have %d rows", model_path,
-            wp_vocab_size(wp), m.c.vocab);
+    wordpiece *wp = NULL;
+    bpe *bp = NULL;
+    int salsa_pre = 0, roberta = m.c.arch == BERT_ARCH_ROBERTA;
+    if (!roberta) {
+        if (!st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
+            st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
+            die("%s", err);
+        wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
+        if (!wp) die("%s: tensor 'tokenizer.vocab': %s", model_path, err);
+        if (wp_vocab_size(wp) != m.c.vocab)
+            die("%s: tensor 'tokenizer.vocab' has %d tokens but the word embeddings have %d rows", model_path,
+                wp_vocab_size(wp), m.c.vocab);
+    } else {
+        const char *tk = st_meta(f, "clap.text.tokenizer"), *pp = st_meta(f, "clap.text.preprocess");
+        if (tk && strcmp(tk, "roberta_bpe"))
+            die("%s: metadata 'clap.text.tokenizer' is '%.40s', expected 'roberta_bpe'", model_path, tk);
+        if (pp && strcmp(pp, "lowercase,strip_punctuation") && strcmp(pp, "none"))
+            die("%s: metadata 'clap.text.preprocess' is '%.40s', expected 'lowercase,strip_punctuation' or 'none'",
+                model_path, pp);
+        salsa_pre = !pp || strcmp(pp, "none");
+        st_tensor mt;
+        if (!st_get_as(f, "tokenizer.vocab_json", ST_U8, 1, NULL, err, sizeof err) ||
+            st_get(f, "tokenizer.vocab_json", &vt, err, sizeof err) ||
+            !st_get_as(f, "tokenizer.merges", ST_U8, 1, NULL, err, sizeof err) ||
+            st_get(f, "tokenizer.merges", &mt, err, sizeof err))
+            die("%s", err);
+        bp = bpe_load(vt.data, vt.nbytes, mt.data, mt.nbytes, err, sizeof err);
+        if (!bp) die("%s: tensors 'tokenizer.vocab_json', 'tokenizer.merges': %s", model_path, err);
+        if (bpe_vocab_size(bp) != m.c.vocab)
+            die("%s: tensor 'tokenizer.vocab_json' has %d tokens but the word embeddings have %d rows", model_path,
+                bpe_vocab_size(bp), m.c.vocab);
+        if (bpe_pad(bp) != m.c.pad_id)
+            die("%s: <pad> is token %d in 'tokenizer.vocab_json' but metadata 'clap.text.pad_id' says %d",
+                model_path, bpe_pad(bp), m.c.pad_id);
+    }
     bert_state *st = bert_state_new(&m, threads);
     const bert_config *cf = &m.c;
     if (tool_verbose)
-        infox("%s: BERT %d layers x %d (%d heads, feed-forward %d), vocabulary %d, max_len %d, embedding %d; "
+        infox("%s: %s %d layers x %d (%d heads, feed-forward %d), vocabulary %d, max_len %d, embedding %d; "
               "loaded in %.2f s; %s kernels, %d thread%s",
-              model_path, cf->layers, cf->hidden, cf->heads, cf->intermediate, cf->vocab, cf->max_len, cf->embed,
-              now_seconds() - t0, bert_kernel_name(), threads, threads == 1 ? "" : "s");
+              model_path, roberta ? "RoBERTa" : "BERT", cf->layers, cf->hidden, cf->heads, cf->intermediate,
+              cf->vocab, cf->max_len, cf->embed, now_seconds() - t0, bert_kernel_name(), threads,
+              threads == 1 ? "" : "s");
 
     char *base_tmp = xstrdup(model_path);
     const char *source = st_meta(f, "wsac.source");
     ws_param params[] = {
         {"model", 's', 0, 0, basename(base_tmp)},
         {"model_source", 's', 0, 0, source ? source : ""},
-        {"encoder", 's', 0, 0, "bert-text_proj"},
-        {"tokenizer", 's', 0, 0, "bert-base-uncased wordpiece"},
+        {"encoder", 's', 0, 0, roberta ? "roberta-project_sentence" : "bert-text_proj"},
+        {"tokenizer", 's', 0, 0,
+         roberta ? (salsa_pre ? "salsa-preprocess roberta bpe" : "roberta bpe") : "bert-base-uncased wordpiece"},
         {"max_len", 'i', cf->max_len, 0, 0},
         {"embed_dim", 'i', cf->embed, 0, 0},
         {"input", 's', 0, 0, csv ? "csv" : json ? "json" : "lines"},
@@ -176,13 +259,18 @@ int main(int argc, char **argv) {
             }
             if (it->c.err[0]) continue;
             int trunc = 0;
-            int L = wp_encode(wp, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err, sizeof it->c.err);
+            int L = wp ? wp_encode(wp, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err,
+                                   sizeof it->c.err)
+                       : salsa_encode(bp, salsa_pre, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err,
+                                      sizeof it->c.err);
             if (L < 0) continue;
             /* HF gives [CLS] [SEP] for a caption without tokens; an embedding of
              * nothing is a data error here (an empty CSV cell, a stray line) */
             if (L <= 2) {
                 snprintf(it->c.err, sizeof it->c.err, "%s",
-                         it->c.len ? "empty caption (only white space or characters BERT drops)" : "empty caption");
+                         !it->c.len ? "empty caption"
+                         : wp       ? "empty caption (only white space or characters BERT drops)"
+                                    : "empty caption (only white space or punctuation, which SALSA removes)");
                 continue;
             }
             it->len = L;
@@ -249,7 +337,8 @@ int main(int argc, char **argv) {
     free(base_tmp);
     bert_state_free(st);
     bert_free(&m);
-    wp_free(wp);
+    if (wp) wp_free(wp);
+    bpe_free(bp);
     st_close(f);
     return finish(ok, failed);
 }

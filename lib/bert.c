@@ -1,4 +1,4 @@
-/* bert.c - the CLAP text encoder forward pass (see bert.h).
+/* bert.c - the CLAP text encoder forward pass, BERT and RoBERTa (see bert.h).
  *
  * Legend: T tokens in a batch (the sum of the sequence lengths), B sequences,
  * L one sequence's length, H hidden, NH heads, d = H / NH, I feed-forward
@@ -442,22 +442,47 @@ static int meta_agrees(st_file *f, const char *key, int have, const char *what, 
 
 static int has_prefix(const char *s, const char *p) { return !strncmp(s, p, strlen(p)); }
 
+/* Where an architecture's tensors live: the encoder's prefix (HF names
+ * follow it), the projection's, and the prefixes a file of this family
+ * keeps text-side tensors under (any other name there is refused). */
+typedef struct {
+    const char *enc;  /* + embeddings.*, encoder.layer.N.* */
+    const char *proj; /* + 0.weight ... */
+    const char *side[2];
+    const char *what; /* for messages */
+} tower_names;
+
+static const tower_names bert_names = {TXT, "text_proj.", {"text_encoder.", "text_proj."},
+                                       "the BERT-base CLAP text encoder"};
+static const tower_names roberta_names = {"sentence_embedding_model.", "project_sentence.",
+                                          {"sentence_embedding_model.", "project_sentence."},
+                                          "SALSA's RoBERTa text tower"};
+
+static const char *nm(char *buf, size_t n, const char *a, const char *b) {
+    snprintf(buf, n, "%s%s", a, b);
+    return buf;
+}
+
 /* The names bert_load expects, for finding tensors it does not know. */
-static int expected_name(const bert_config *c, const char *name) {
-    static const char *const top[] = {
-        TXT "embeddings.word_embeddings.weight", TXT "embeddings.position_embeddings.weight",
-        TXT "embeddings.token_type_embeddings.weight", TXT "embeddings.LayerNorm.weight",
-        TXT "embeddings.LayerNorm.bias", "text_proj.0.weight", "text_proj.0.bias", "text_proj.2.weight",
-        "text_proj.2.bias"};
+static int expected_name(const bert_config *c, const tower_names *tn, const char *name) {
+    static const char *const emb[] = {"embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                                      "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+                                      "embeddings.LayerNorm.bias"};
+    static const char *const proj[] = {"0.weight", "0.bias", "2.weight", "2.bias"};
     static const char *const per_layer[] = {
         "attention.self.query.weight", "attention.self.query.bias", "attention.self.key.weight",
         "attention.self.key.bias", "attention.self.value.weight", "attention.self.value.bias",
         "attention.output.dense.weight", "attention.output.dense.bias", "attention.output.LayerNorm.weight",
         "attention.output.LayerNorm.bias", "intermediate.dense.weight", "intermediate.dense.bias",
         "output.dense.weight", "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias"};
-    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
-        if (!strcmp(name, top[i])) return 1;
-    const char *lp = TXT "encoder.layer.";
+    if (has_prefix(name, tn->enc))
+        for (size_t i = 0; i < sizeof emb / sizeof emb[0]; i++)
+            if (!strcmp(name + strlen(tn->enc), emb[i])) return 1;
+    if (has_prefix(name, tn->proj))
+        for (int i = 0; i < 2 * c->proj_layers; i++)
+            if (!strcmp(name + strlen(tn->proj), proj[i])) return 1;
+    char lp[96];
+    nm(lp, sizeof lp, tn->enc, "encoder.layer.");
     if (!has_prefix(name, lp)) return 0;
     const char *s = name + strlen(lp);
     char *end;
@@ -477,35 +502,43 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
         return failf(err, errlen,
                      "%s: metadata 'wsac.format' is %s%s%s, expected '1' (convert with scripts/convert.py)", path,
                      v ? "'" : "", v ? v : "missing", v ? "'" : "");
-    v = st_meta(f, "wsac.model");
-    if (!v || strcmp(v, "clap"))
-        return failf(err, errlen, "%s: metadata 'wsac.model' is %s%s%s, expected 'clap'", path, v ? "'" : "",
-                     v ? v : "missing", v ? "'" : "");
     v = st_meta(f, "clap.text.arch"); /* absent: bert (WavCaps); SALSA files say roberta */
-    if (v && strcmp(v, "bert"))
-        return failf(err, errlen, "%s: text architecture %.40s is not supported yet (this build runs BERT)", path, v);
+    const char *model = st_meta(f, "wsac.model");
+    if (!model || strcmp(model, "clap"))
+        return failf(err, errlen, "%s: metadata 'wsac.model' is %s%s%s, expected 'clap'", path, model ? "'" : "",
+                     model ? model : "missing", model ? "'" : "");
+    if (v && strcmp(v, "bert") && strcmp(v, "roberta"))
+        return failf(err, errlen, "%s: metadata 'clap.text.arch' is '%.40s', expected 'bert' or 'roberta'", path, v);
+    c->arch = v && !strcmp(v, "roberta") ? BERT_ARCH_ROBERTA : BERT_ARCH_BERT;
+    const tower_names *tn = c->arch == BERT_ARCH_ROBERTA ? &roberta_names : &bert_names;
+    c->proj_layers = c->arch == BERT_ARCH_ROBERTA ? 1 : 2;
+    c->pad_id = -1;
+    char n1[192];
+#define ENC(s) nm(n1, sizeof n1, tn->enc, s)
+#define PRJ(s) nm(n1, sizeof n1, tn->proj, s)
 
     int d[2];
-    if (get_dims(f, TXT "embeddings.word_embeddings.weight", 2, d, err, errlen)) return -1;
+    if (get_dims(f, ENC("embeddings.word_embeddings.weight"), 2, d, err, errlen)) return -1;
     c->vocab = d[0];
     c->hidden = d[1];
-    if (get_dims(f, TXT "embeddings.position_embeddings.weight", 2, d, err, errlen)) return -1;
+    if (get_dims(f, ENC("embeddings.position_embeddings.weight"), 2, d, err, errlen)) return -1;
     c->positions = d[0];
-    if (get_dims(f, TXT "embeddings.token_type_embeddings.weight", 2, d, err, errlen)) return -1;
+    if (get_dims(f, ENC("embeddings.token_type_embeddings.weight"), 2, d, err, errlen)) return -1;
     c->types = d[0];
-    if (get_dims(f, TXT "encoder.layer.0.intermediate.dense.weight", 2, d, err, errlen)) return -1;
+    if (get_dims(f, ENC("encoder.layer.0.intermediate.dense.weight"), 2, d, err, errlen)) return -1;
     c->intermediate = d[0];
-    if (get_dims(f, "text_proj.0.weight", 2, d, err, errlen)) return -1;
+    if (get_dims(f, PRJ("0.weight"), 2, d, err, errlen)) return -1;
     c->embed = d[0];
     int H = c->hidden;
-    if (!get2(f, TXT "embeddings.position_embeddings.weight", c->positions, H, err, errlen) ||
-        !get2(f, TXT "embeddings.token_type_embeddings.weight", c->types, H, err, errlen) ||
-        !get2(f, TXT "encoder.layer.0.intermediate.dense.weight", c->intermediate, H, err, errlen) ||
-        !get2(f, "text_proj.0.weight", c->embed, H, err, errlen))
+    if (!get2(f, ENC("embeddings.position_embeddings.weight"), c->positions, H, err, errlen) ||
+        !get2(f, ENC("embeddings.token_type_embeddings.weight"), c->types, H, err, errlen) ||
+        !get2(f, ENC("encoder.layer.0.intermediate.dense.weight"), c->intermediate, H, err, errlen) ||
+        !get2(f, PRJ("0.weight"), c->embed, H, err, errlen))
         return -1;
     /* layers: encoder.layer.0 .. N-1, by name */
     int nl = 0;
-    const char *lp = TXT "encoder.layer.";
+    char lp[96];
+    nm(lp, sizeof lp, tn->enc, "encoder.layer.");
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_name(f, i);
         if (!has_prefix(name, lp)) continue;
@@ -519,7 +552,27 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
         return failf(err, errlen, "%s: metadata 'clap.text.heads' is %d, which does not divide the hidden size %d",
                      path, c->heads, H);
     c->head_dim = H / c->heads;
-    if (meta_int(f, "clap.text.max_len", 3, c->positions, &c->max_len, err, errlen)) return -1;
+    if (c->arch == BERT_ARCH_ROBERTA) {
+        /* HF create_position_ids_from_input_ids: the real tokens' positions
+         * count from padding_idx + 1, so the table needs max_len more rows */
+        if (meta_int(f, "clap.text.pad_id", 0, c->vocab - 1, &c->pad_id, err, errlen)) return -1;
+        int off;
+        if (meta_int(f, "clap.text.position_offset", 0, c->positions, &off, err, errlen)) return -1;
+        if (off != c->pad_id + 1)
+            return failf(err, errlen,
+                         "%s: metadata 'clap.text.position_offset' is %d, expected pad_id + 1 = %d (RoBERTa's "
+                         "positions)",
+                         path, off, c->pad_id + 1);
+        c->pos_offset = off;
+        v = st_meta(f, "clap.text.pooling");
+        if (v && strcmp(v, "first"))
+            return failf(err, errlen, "%s: metadata 'clap.text.pooling' is '%.40s', expected 'first' (SALSA's)", path,
+                         v);
+        if (c->positions - off < 3)
+            return failf(err, errlen, "%s: %d position embeddings leave no room past the offset %d", path,
+                         c->positions, off);
+    }
+    if (meta_int(f, "clap.text.max_len", 3, c->positions - c->pos_offset, &c->max_len, err, errlen)) return -1;
     v = st_meta(f, "clap.text.ln_eps");
     char *end = NULL;
     double eps = v ? strtod(v, &end) : 0;
@@ -531,21 +584,22 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
         meta_agrees(f, "clap.text.hidden", H, "hidden size", err, errlen) ||
         meta_agrees(f, "clap.text.intermediate", c->intermediate, "feed-forward size", err, errlen) ||
         meta_agrees(f, "clap.text.vocab_size", c->vocab, "vocabulary size", err, errlen) ||
+        meta_agrees(f, "clap.text.positions", c->positions, "positions", err, errlen) ||
         meta_agrees(f, "clap.embed_dim", c->embed, "embedding size", err, errlen))
         return -1;
 
     const float *tt;
-    if (!(m->word = get2(f, TXT "embeddings.word_embeddings.weight", c->vocab, H, err, errlen)) ||
-        !(m->pos = get2(f, TXT "embeddings.position_embeddings.weight", c->positions, H, err, errlen)) ||
-        !(tt = get2(f, TXT "embeddings.token_type_embeddings.weight", c->types, H, err, errlen)) ||
-        !(m->ln_w = get1(f, TXT "embeddings.LayerNorm.weight", H, err, errlen)) ||
-        !(m->ln_b = get1(f, TXT "embeddings.LayerNorm.bias", H, err, errlen)))
+    if (!(m->word = get2(f, ENC("embeddings.word_embeddings.weight"), c->vocab, H, err, errlen)) ||
+        !(m->pos = get2(f, ENC("embeddings.position_embeddings.weight"), c->positions, H, err, errlen)) ||
+        !(tt = get2(f, ENC("embeddings.token_type_embeddings.weight"), c->types, H, err, errlen)) ||
+        !(m->ln_w = get1(f, ENC("embeddings.LayerNorm.weight"), H, err, errlen)) ||
+        !(m->ln_b = get1(f, ENC("embeddings.LayerNorm.bias"), H, err, errlen)))
         goto fail;
     m->type0 = tt;
     m->layer = xcalloc((size_t)(nl ? nl : 1), sizeof(bert_layer));
     if (nl == 0) {
         /* the first layer's name is what is missing */
-        get2(f, TXT "encoder.layer.0.attention.self.query.weight", H, H, err, errlen);
+        get2(f, ENC("encoder.layer.0.attention.self.query.weight"), H, H, err, errlen);
         goto fail;
     }
     int I = c->intermediate;
@@ -558,7 +612,7 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
 #define VEC(field, sub)                                                             \
     snprintf(name, sizeof name, "%s%s", pre, sub);                                  \
     if (!(L->field = get1(f, name, H, err, errlen))) goto fail;
-        snprintf(pre, sizeof pre, TXT "encoder.layer.%d.", l);
+        snprintf(pre, sizeof pre, "%sencoder.layer.%d.", tn->enc, l);
         LIN(q, "attention.self.query", H, H)
         LIN(k, "attention.self.key", H, H)
         LIN(v, "attention.self.value", H, H)
@@ -572,14 +626,16 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
 #undef LIN
 #undef VEC
     }
-    if (get_linear(f, &m->proj0, "text_proj.0.", c->embed, H, err, errlen) ||
-        get_linear(f, &m->proj2, "text_proj.2.", c->embed, c->embed, err, errlen))
+    if (get_linear(f, &m->proj0, PRJ("0."), c->embed, H, err, errlen) ||
+        (c->proj_layers == 2 && get_linear(f, &m->proj2, PRJ("2."), c->embed, c->embed, err, errlen)))
         goto fail;
+#undef ENC
+#undef PRJ
     /* a text-side tensor this architecture has no place for: another model */
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_name(f, i);
-        if ((has_prefix(name, "text_encoder.") || has_prefix(name, "text_proj.")) && !expected_name(c, name)) {
-            failf(err, errlen, "%s: unexpected tensor '%s' (not part of the BERT-base CLAP text encoder)", path, name);
+        if ((has_prefix(name, tn->side[0]) || has_prefix(name, tn->side[1])) && !expected_name(c, tn, name)) {
+            failf(err, errlen, "%s: unexpected tensor '%s' (not part of %s)", path, name, tn->what);
             goto fail;
         }
     }
@@ -772,7 +828,8 @@ static mm_job job(float *out, int ldo, const float *a, int lda, int M, const ber
     return j;
 }
 
-/* Embeddings (HF BertEmbeddings: word + token_type, then + position), LayerNorm. */
+/* Embeddings (HF BertEmbeddings, RobertaEmbeddings: word + token_type, then
+ * + position), LayerNorm. */
 static void task_embed(void *ctx, int tid, int nt) {
     fwd *F = ctx;
     const bert_model *m = F->m;
@@ -895,7 +952,8 @@ void bert_embed(bert_state *s, const bert_model *m, const int32_t *ids, const in
     size_t T = 0;
     int Lmax = 0;
     for (int b = 0; b < B; b++) {
-        if (len[b] < 1 || len[b] > c->positions) die("bert: sequence length %d outside 1..%d", len[b], c->positions);
+        if (len[b] < 1 || len[b] > c->positions - c->pos_offset)
+            die("bert: sequence length %d outside 1..%d", len[b], c->positions - c->pos_offset);
         T += (size_t)len[b];
         if (len[b] > Lmax) Lmax = len[b];
     }
@@ -904,7 +962,7 @@ void bert_embed(bert_state *s, const bert_model *m, const int32_t *ids, const in
     s->start[0] = 0;
     for (int b = 0; b < B; b++) {
         s->start[b + 1] = s->start[b] + len[b];
-        for (int j = 0; j < len[b]; j++) s->pos[s->start[b] + j] = j;
+        for (int j = 0; j < len[b]; j++) s->pos[s->start[b] + j] = c->pos_offset + j;
     }
     for (size_t t = 0; t < T; t++)
         if (ids[t] < 0 || ids[t] >= c->vocab) die("bert: token id %d outside the vocabulary (%d)", ids[t], c->vocab);
@@ -919,13 +977,16 @@ void bert_embed(bert_state *s, const bert_model *m, const int32_t *ids, const in
     F.T = (int)T;
     run_task(&F, task_embed);
     for (int l = 0; l < c->layers; l++) layer_forward(&F, l, l == c->layers - 1);
-    /* text_proj: Linear, ReLU, Linear; then F.normalize(dim=-1) */
-    F.jobs[0] = job(s->h1, c->embed, s->cls, c->hidden, B, &m->proj0, ACT_RELU);
     F.njobs = 1;
+    if (c->proj_layers == 2) { /* text_proj: Linear, ReLU, Linear */
+        F.jobs[0] = job(s->h1, c->embed, s->cls, c->hidden, B, &m->proj0, ACT_RELU);
+        run_mm(&F);
+        F.jobs[0] = job(emb, c->embed, s->h1, c->embed, B, &m->proj2, ACT_NONE);
+    } else { /* SALSA's project_sentence: one Linear */
+        F.jobs[0] = job(emb, c->embed, s->cls, c->hidden, B, &m->proj0, ACT_NONE);
+    }
     run_mm(&F);
-    F.jobs[0] = job(emb, c->embed, s->h1, c->embed, B, &m->proj2, ACT_NONE);
-    run_mm(&F);
-    l2_normalize_rows(emb, B, c->embed);
+    l2_normalize_rows(emb, B, c->embed); /* F.normalize(dim=-1) */
 }
 
 double bert_macs(const bert_model *m, const int *len, int B) {
@@ -939,5 +1000,5 @@ double bert_macs(const bert_model *m, const int *len, int B) {
     double per_tok = 4 * H * H + 2 * H * I;
     double full = (c->layers - 1) * (T * per_tok + att);
     double last = T * 2 * H * H + B * (2 * H * H + 2 * H * I) + att_cls;
-    return full + last + B * (H * E + E * E);
+    return full + last + B * (H * E + (c->proj_layers == 2 ? E * E : 0));
 }

@@ -1,4 +1,5 @@
-/* bert.h - the WavCaps CLAP text encoder: BERT (post-LN) + text_proj, forward only.
+/* bert.h - the CLAP text encoders, forward only: WavCaps' BERT (post-LN) +
+ * text_proj, and SALSA's RoBERTa (the same post-LN encoder) + project_sentence.
  *
  * What it computes (../shared/reference/wsac.md B; HF transformers BertModel,
  * add_pooling_layer=False, then ase_model.encode_text):
@@ -8,6 +9,14 @@
  *               x = LayerNorm(x + a Wo^T + bo)                            post-LN
  *               x = LayerNorm(x + gelu_erf(x Wi^T + bi) Wf^T + bf)
  *   emb = normalize(Linear2(relu(Linear0(x[0]))))                        the [CLS] row
+ *
+ * RoBERTa (clap.text.arch = roberta; HF RobertaModel, add_pooling_layer=False,
+ * then SALSA's ex_dcase24.py forward_sentence with use_first_token): the same
+ * encoder; tensors under sentence_embedding_model.*; the token at place j of
+ * a sequence (no padding: SALSA's right padding is masked out) has position
+ * id pad_id + 1 + j (create_position_ids_from_input_ids: cumsum of the mask
+ * + padding_idx); one token type; the first token (<s>) is pooled and
+ *   emb = normalize(project_sentence.0(x[0]))                            one Linear
  *
  * Sizes come from the model file (tensor shapes and clap.text.* metadata),
  * never from constants, so the same code runs BERT-base and reduced test
@@ -46,7 +55,13 @@ typedef struct {
     int embed;        /* E: text_proj output, the joint embedding size */
     int max_len;      /* tokens incl. [CLS] and [SEP] (clap.text.max_len) */
     float ln_eps;     /* clap.text.ln_eps */
+    int arch;         /* BERT_ARCH_BERT (WavCaps) or BERT_ARCH_ROBERTA (SALSA): clap.text.arch */
+    int pos_offset;   /* position id of a sequence's first token: 0, or RoBERTa's pad_id + 1 */
+    int pad_id;       /* RoBERTa's <pad> id (clap.text.pad_id); -1 for BERT */
+    int proj_layers;  /* 2: text_proj Linear, ReLU, Linear; 1: project_sentence Linear */
 } bert_config;
+
+enum { BERT_ARCH_BERT, BERT_ARCH_ROBERTA };
 
 /* A matrix W[OC, C] (torch Linear weight) repacked for the matmul kernel:
  * panels of 64 output columns, each [C][64] (zero-padded past OC), so one
@@ -73,11 +88,13 @@ typedef struct {
     const float *type0;       /* [H] row 0 of embeddings.token_type_embeddings */
     const float *ln_w, *ln_b; /* [H] embeddings.LayerNorm */
     bert_layer *layer;        /* [layers] */
-    bert_linear proj0, proj2; /* text_proj.0 [E, H], text_proj.2 [E, E] */
+    bert_linear proj0, proj2; /* text_proj.0 [E, H], text_proj.2 [E, E]; RoBERTa:
+                                 project_sentence.0 [E, H], no proj2 */
 } bert_model;
 
 /* Check every text-side tensor of an open CLAP file (names, dtypes, shapes,
- * the clap.text.* metadata) and repack the matrices. 0 on success; -1 with
+ * the clap.text.* metadata; BERT or RoBERTa by clap.text.arch, absent: BERT)
+ * and repack the matrices. 0 on success; -1 with
  * a message naming the file and the tensor or key at fault. f must stay
  * open while m is used. Tensors of the audio side are not looked at. The
  * pages of the repacked matrices are given back (madvise): read again, they
@@ -97,8 +114,8 @@ void bert_state_free(bert_state *s);
 
 /* emb[B, E] = the L2-normalised text embeddings of B sequences, given as
  * ids (all sequences concatenated) and len[B]; each sequence starts with
- * [CLS] and has 1 <= len <= max(positions); ids < vocab (checked by the
- * caller: the tokenizer's vocabulary is the model's). */
+ * [CLS] (<s>) and has 1 <= len <= positions - pos_offset; ids < vocab
+ * (checked by the caller: the tokenizer's vocabulary is the model's). */
 void bert_embed(bert_state *s, const bert_model *m, const int32_t *ids, const int *len, int B, float *emb);
 
 /* Multiply-adds of one forward pass over sequences of these lengths (for
