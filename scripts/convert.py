@@ -60,7 +60,9 @@ the U8 tensors 'tokenizer.vocab_json' and 'tokenizer.merges' (the files'
 bytes), and architecture, front end, segment rule and tokenizer settings in
 __metadata__ (formats/safetensors.md). Skips the mel front end's buffers,
 PaSST's classifier heads (head.*, head_dist.*), position_ids, tau (kept as
-metadata clap.tau), timing_tau and audio_token. Heads, patch stride, mel bins
+metadata clap.tau), timing_tau, audio_token and posencode.* (the audio
+sequence model's, unused: SALSA's sequence_model.num_layers is 0; a
+checkpoint with audio_sequence.* or audio_output_projection.* is refused). Heads, patch stride, mel bins
 and the segment rule cannot be read from weights: options, defaulting to
 SALSA's (12 / 16 heads, 16x16, 128, 10-s segments of a fixed 30 s).
 """
@@ -460,6 +462,7 @@ SALSA_SKIP = [
     re.compile(r"^" + re.escape(PA) + r"head(_dist)?\..*"),        # PaSST's AudioSet classifiers
     re.compile(r"^" + re.escape(TX) + r"embeddings\.position_ids$"),
     re.compile(r"^(tau|timing_tau|audio_token)$"),
+    re.compile(r"^posencode\.(pe|w)$"),  # the audio sequence model's positions: unused with num_layers=0
 ]
 
 

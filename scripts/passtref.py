@@ -259,7 +259,7 @@ def random_state_dict(cfg, seed=0, extras=True):
     activations stay O(1): the audio tower, both projections, the RoBERTa
     text tower, tau; extras: what the published module also holds and the C
     tools do not need (mel window buffer, PaSST's classifier heads,
-    timing_tau, audio_token, position_ids)."""
+    timing_tau, audio_token, posencode, position_ids)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape, std=1.0):
@@ -294,7 +294,10 @@ def random_state_dict(cfg, seed=0, extras=True):
         sd[PA + "mel.window"] = torch.hann_window(800, periodic=False)
         sd[TX + "embeddings.position_ids"] = torch.arange(cfg.positions)[None]
         sd["timing_tau"] = torch.zeros(1) + 0.05
-        sd["audio_token"] = rnd(1, 1, 1024) * 0.04
+        sd["audio_token"] = rnd(1, 1, cfg.dim) * 0.04
+        # PositionalEncoding('sinosoidal_fixed', max_len 64*3): reweight_only, pe and w are Parameters
+        sd["posencode.pe"] = rnd(1, 192, cfg.dim)
+        sd["posencode.w"] = torch.ones(1)
     else:
         for k in [k for k in sd if k.startswith(PA + "head")]:
             del sd[k]

@@ -184,6 +184,13 @@ sd1 = dict(sd0)
 sd1["audio_embedding_model.model.model.blocks.0.attn.extra"] = torch.zeros(3)
 r, msg = refused(sd1, "unknown keys")
 check("convert.py salsa refuses an unknown key, naming it", r and "blocks.0.attn.extra" in msg, msg)
+sd1 = dict(sd0)
+sd1["audio_sequence.0.linear1.weight"] = torch.zeros(3, 3)
+r, msg = refused(sd1, "unknown keys")
+check("convert.py salsa refuses an audio sequence model (audio_sequence.*), naming it", r and "audio_sequence.0" in msg,
+      msg)
+check("the small checkpoint holds what the published module also has (posencode, audio_token, timing_tau, tau)",
+      all(k in sd0 for k in ("posencode.pe", "posencode.w", "audio_token", "timing_tau", "tau")))
 sd2 = dict(sd0)
 del sd2["audio_embedding_model.model.model.blocks.1.mlp.fc2.bias"]
 r, msg = refused(sd2, "missing keys")
