@@ -5,7 +5,7 @@ the full tests (clap-audio now, clap-text next): made once, cached, reused.
     import fullsalsa
     ckpt, st = fullsalsa.ensure()    # passt_roberta.ckpt ('state_dict') and salsa.safetensors
 
-Cache: ${TMPDIR:-/tmp}/wsac-full-salsa-v1/. The tokenizer files are the
+Cache: ${TMPDIR:-/tmp}/wsac-full-salsa-v2/. The tokenizer files are the
 repository's tests/data/roberta-bpe (RoBERTa's, 50265 tokens). An flock
 serialises the creation; files are written under temporary names and
 renamed. Creating takes about a minute and 3 GB of disk."""
@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-VERSION = "v1"
+VERSION = "v2"
 SEED = 0
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
