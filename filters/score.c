@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "embset.h"
+#include "events.h"
 #include "jsonout.h"
 #include "lines.h"
 #include "metrics.h"
@@ -19,6 +20,7 @@
 static const char usage[] =
     "Usage: score caption --refs FILE [OPTIONS] [CANDIDATES]\n"
     "       score retrieval --audio A.mp --text T.mp [--map FILE] [OPTIONS]\n"
+    "       score events --events SPLIT_events.jsonl [--classes FILE] [OPTIONS] [CANDIDATES]\n"
     "       score tokenize [--raw] [FILE]\n"
     "\n"
     "score caption: read candidate captions, lines KEY<TAB>CAPTION (from the file\n"
@@ -41,6 +43,19 @@ static const char usage[] =
     "  -a, --audio FILE      audio embedding stream (keys: audio ids)\n"
     "  -t, --text FILE       caption embedding stream\n"
     "  -m, --map FILE        lines CAPTION_KEY<TAB>AUDIO_KEY instead of the FILE#i rule\n"
+    "  -f, --format FMT      json (default) or table\n"
+    "\n"
+    "score events: event recall in the sound world (scripts/world.py). Reads candidate\n"
+    "captions KEY<TAB>CAPTION and each scene's sounds (its background and events) from\n"
+    "SPLIT_events.jsonl (KEY = the scene's file_name). A class is named when a token of\n"
+    "the caption is one of its words (classes.tsv); tokens as the world's checker makes\n"
+    "them: lower case, ',' and '.' as spaces, split at white space. Reports the share of\n"
+    "the scenes' sounds named (micro; events, background, per class) and false mentions:\n"
+    "classes named that the scene does not hold. JSON on stdout.\n"
+    "  -e, --events FILE     the scenes' sounds: world.py's SPLIT_events.jsonl\n"
+    "  -c, --classes FILE    class words: class<TAB>role<TAB>word,word,... (default:\n"
+    "                        classes.tsv beside the events file, as world.py writes it)\n"
+    "  -p, --per-item        add each item's classes: present, named, missed, false\n"
     "  -f, --format FMT      json (default) or table\n"
     "\n"
     "score tokenize: print each input line (a caption) as score caption tokenizes\n"
@@ -554,6 +569,244 @@ static int cmd_retrieval(int argc, char **argv) {
     return failed ? EXIT_PARTIAL : EXIT_OK;
 }
 
+/* ------------------------------------------------------------ events */
+
+static double ratio(long a, long b) { return b ? (double)a / (double)b : 0.0; }
+
+static void json_ratio(FILE *o, const char *key, long a, long b) {
+    json_key(o, key);
+    if (b) json_write_number(o, ratio(a, b), 0);
+    else fputs("null", o);
+}
+
+static void json_class_list(FILE *o, const ev_classes *C, const int *cls, int n) {
+    fputc('[', o);
+    for (int i = 0; i < n; i++) {
+        if (i) fputs(", ", o);
+        json_str(o, C->name[cls[i]]);
+    }
+    fputc(']', o);
+}
+
+static int cmd_events(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"events", required_argument, 0, 'e'}, {"classes", required_argument, 0, 'c'},
+        {"per-item", no_argument, 0, 'p'},     {"format", required_argument, 0, 'f'},
+        {"quiet", no_argument, 0, 'q'},        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *ev_path = NULL, *cls_path = NULL;
+    int per_item = 0, table = 0, c;
+    while ((c = getopt_long(argc, argv, ":e:c:pf:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'e': ev_path = optarg; break;
+        case 'c': cls_path = optarg; break;
+        case 'p': per_item = 1; break;
+        case 'f': table = parse_format(optarg); break;
+        case 'q': tool_quiet = 1; break;
+        case 'h': fputs(usage, stdout); return EXIT_OK;
+        default: die_bad_option(c, argv);
+        }
+    }
+    if (!ev_path) die_usage("events needs --events FILE (world.py's SPLIT_events.jsonl)");
+    if (argc - optind > 1) die_usage("at most one candidates file");
+    char *cls_default = NULL;
+    if (!cls_path) {
+        const char *slash = strrchr(ev_path, '/');
+        size_t dl = slash ? (size_t)(slash - ev_path + 1) : 0;
+        cls_default = xmalloc(dl + sizeof "classes.tsv");
+        memcpy(cls_default, ev_path, dl);
+        memcpy(cls_default + dl, "classes.tsv", sizeof "classes.tsv");
+        cls_path = cls_default;
+    }
+
+    char err[1024];
+    ev_classes C;
+    ev_scenes S;
+    cap_set cands;
+    if (ev_classes_load(&C, cls_path, err, sizeof err)) die("%s", err);
+    if (ev_scenes_load(&S, &C, ev_path, err, sizeof err)) die("%s", err);
+    const char *cpath = argc > optind ? argv[optind] : "-";
+    int fd = strcmp(cpath, "-") ? open(cpath, O_RDONLY) : 0;
+    if (fd < 0) die("cannot open %s: %s", cpath, strerror(errno));
+    if (fd == 0 && isatty(0)) warnx_("reading candidates (KEY<TAB>CAPTION) from the terminal (see --help)");
+    if (cands_load(&cands, fd, fd ? cpath : "stdin", err, sizeof err)) die("%s", err);
+    if (fd) close(fd);
+
+    /* items: scenes in file order that have a candidate */
+    int n = 0, nmc = 0, nms = 0;
+    int *ci = xmalloc(((size_t)S.n + 1) * sizeof(int)), *si = xmalloc(((size_t)S.n + 1) * sizeof(int));
+    char **miss_c = xmalloc(((size_t)S.n + 1) * sizeof(char *)), **miss_s = xmalloc(((size_t)cands.n + 1) * sizeof(char *));
+    for (int i = 0; i < S.n; i++) {
+        int j = capset_find(&cands, S.s[i].key);
+        if (j < 0) miss_c[nmc++] = S.s[i].key;
+        else ci[n] = j, si[n] = i, n++;
+    }
+    for (int j = 0; j < cands.n; j++)
+        if (ev_scene_find(&S, cands.e[j].key) < 0) miss_s[nms++] = cands.e[j].key;
+    name_keys("scene without a candidate", "scenes without a candidate", miss_c, nmc);
+    name_keys("candidate without a scene", "candidates without a scene", miss_s, nms);
+    if (n == 0) die("no item has both a candidate and a scene (%d candidates, %d scenes)", cands.n, S.n);
+
+    /* counts: [0] all sounds, [1] events, [2] background */
+    long present[3] = {0}, hit[3] = {0}, named_total = 0, false_total = 0, cap_false = 0, all_named = 0;
+    long *cp = xcalloc((size_t)C.n, sizeof(long)), *ch = xcalloc((size_t)C.n, sizeof(long)),
+         *cf = xcalloc((size_t)C.n, sizeof(long));
+    unsigned char *named = xmalloc((size_t)C.n), *inscene = xmalloc((size_t)C.n);
+    /* per item: classes present then false ones; named flags */
+    int **it_cls = per_item ? xcalloc((size_t)n, sizeof(int *)) : NULL;
+    unsigned char **it_named = per_item ? xcalloc((size_t)n, sizeof(unsigned char *)) : NULL;
+    int *it_np = per_item ? xcalloc((size_t)n, sizeof(int)) : NULL, *it_nf = per_item ? xcalloc((size_t)n, sizeof(int)) : NULL;
+    for (int k = 0; k < n; k++) {
+        const ev_scene *sc = &S.s[si[k]];
+        memset(named, 0, (size_t)C.n);
+        memset(inscene, 0, (size_t)C.n);
+        int nn = ev_named(&C, cands.e[ci[k]].caps[0], named), nh = 0;
+        named_total += nn;
+        for (int i = 0; i < sc->n; i++) {
+            int cl = sc->cls[i], h = named[cl];
+            inscene[cl] = 1;
+            present[0]++, hit[0] += h, nh += h;
+            if (sc->role[i] & EV_FG) present[1]++, hit[1] += h;
+            if (sc->role[i] & EV_BG) present[2]++, hit[2] += h;
+            cp[cl]++, ch[cl] += h;
+        }
+        int nf = nn - nh;
+        false_total += nf;
+        cap_false += nf > 0;
+        all_named += nh == sc->n;
+        if (per_item) {
+            it_cls[k] = xmalloc(((size_t)sc->n + (size_t)nf + 1) * sizeof(int));
+            it_named[k] = xmalloc((size_t)sc->n + 1);
+            for (int i = 0; i < sc->n; i++) it_cls[k][i] = sc->cls[i], it_named[k][i] = named[sc->cls[i]];
+            it_np[k] = sc->n;
+        }
+        for (int cl = 0, f = 0; cl < C.n; cl++)
+            if (named[cl] && !inscene[cl]) {
+                cf[cl]++;
+                if (per_item) it_cls[k][sc->n + f++] = cl, it_nf[k] = f;
+            }
+    }
+    /* macro recall: mean over the classes heard at least once */
+    double macro = 0;
+    int nheard = 0;
+    for (int cl = 0; cl < C.n; cl++)
+        if (cp[cl]) macro += ratio(ch[cl], cp[cl]), nheard++;
+    macro = nheard ? macro / nheard : 0;
+
+    FILE *o = stdout;
+    if (!table) {
+        fputs("{\n  ", o);
+        json_ratio(o, "recall", hit[0], present[0]);
+        fputs(",\n  ", o);
+        json_ratio(o, "recall_events", hit[1], present[1]);
+        fputs(",\n  ", o);
+        json_ratio(o, "recall_background", hit[2], present[2]);
+        fputs(",\n  \"recall_macro\": ", o);
+        json_write_number(o, macro, 0);
+        fputs(",\n  ", o);
+        json_ratio(o, "scenes_all_named", all_named, n);
+        fputs(",\n  ", o);
+        json_ratio(o, "false_mentions_per_caption", false_total, n);
+        fputs(",\n  ", o);
+        json_ratio(o, "captions_with_false_mentions", cap_false, n);
+        fputs(",\n  ", o);
+        json_ratio(o, "precision", named_total - false_total, named_total);
+        fprintf(o, ",\n  \"items\": %d,\n  \"sounds\": %ld,\n  \"events\": %ld,\n  \"backgrounds\": %ld,\n"
+                   "  \"named\": %ld,\n  \"false_mentions\": %ld,\n",
+                n, present[0], present[1], present[2], named_total, false_total);
+        fputs("  \"per_class\": {", o);
+        for (int cl = 0, first = 1; cl < C.n; cl++) {
+            if (!cp[cl] && !cf[cl]) continue;
+            fputs(first ? "\n    " : ",\n    ", o);
+            first = 0;
+            json_key(o, C.name[cl]);
+            fprintf(o, "{\"present\": %ld, \"named\": %ld, ", cp[cl], ch[cl]);
+            json_ratio(o, "recall", ch[cl], cp[cl]);
+            fprintf(o, ", \"false_mentions\": %ld}", cf[cl]);
+        }
+        fputs("\n  },\n  \"missing_candidates\": ", o);
+        json_list(o, miss_c, nmc);
+        fputs(",\n  \"missing_scenes\": ", o);
+        json_list(o, miss_s, nms);
+        fprintf(o, ",\n  \"malformed_event_lines\": %ld,\n  \"malformed_candidate_lines\": %ld,\n  \"classes\": %d,\n",
+                S.bad, cands.bad, C.n);
+        fputs("  \"rule\": \"a class is named when a caption token is one of its words; tokens: "
+              "caption.lower().replace(',', ' ').replace('.', ' ').split()\"", o);
+        if (per_item) {
+            fputs(",\n  \"per_item\": {", o);
+            for (int k = 0; k < n; k++) {
+                fputs(k ? ",\n    " : "\n    ", o);
+                json_key(o, S.s[si[k]].key);
+                int *pres = xmalloc(((size_t)it_np[k] + 1) * sizeof(int)), *miss = xmalloc(((size_t)it_np[k] + 1) * sizeof(int));
+                int a = 0, b = 0;
+                for (int i = 0; i < it_np[k]; i++) {
+                    if (it_named[k][i]) pres[a++] = it_cls[k][i];
+                    else miss[b++] = it_cls[k][i];
+                }
+                fputs("{\"present\": ", o);
+                json_class_list(o, &C, it_cls[k], it_np[k]);
+                fputs(", \"named\": ", o);
+                json_class_list(o, &C, pres, a);
+                fputs(", \"missed\": ", o);
+                json_class_list(o, &C, miss, b);
+                fputs(", \"false\": ", o);
+                json_class_list(o, &C, it_cls[k] + it_np[k], it_nf[k]);
+                fputs(", \"tokens\": ", o);
+                char *tok = ev_tokens(cands.e[ci[k]].caps[0]);
+                json_str(o, tok);
+                free(tok);
+                fputc('}', o);
+                free(pres);
+                free(miss);
+            }
+            fputs("\n  }", o);
+        }
+        fputs("\n}\n", o);
+    } else {
+        fprintf(o, "%-28s %.6f (%ld of %ld sounds)\n", "recall", ratio(hit[0], present[0]), hit[0], present[0]);
+        fprintf(o, "%-28s %.6f (%ld of %ld)\n", "recall_events", ratio(hit[1], present[1]), hit[1], present[1]);
+        fprintf(o, "%-28s %.6f (%ld of %ld)\n", "recall_background", ratio(hit[2], present[2]), hit[2], present[2]);
+        fprintf(o, "%-28s %.6f (%d classes heard)\n", "recall_macro", macro, nheard);
+        fprintf(o, "%-28s %.6f\n", "scenes_all_named", ratio(all_named, n));
+        fprintf(o, "%-28s %.6f (%ld in %d captions)\n", "false_mentions_per_caption", ratio(false_total, n), false_total, n);
+        fprintf(o, "%-28s %.6f\n", "captions_with_false_mentions", ratio(cap_false, n));
+        fprintf(o, "%-28s %.6f (%ld classes named)\n", "precision", ratio(named_total - false_total, named_total), named_total);
+        fprintf(o, "%-28s %d missing candidates, %d candidates without a scene\n", "missing", nmc, nms);
+        if (per_item) {
+            fputs("class\tpresent\tnamed\trecall\tfalse_mentions\n", o);
+            for (int cl = 0; cl < C.n; cl++)
+                if (cp[cl] || cf[cl]) fprintf(o, "%s\t%ld\t%ld\t%.6f\t%ld\n", C.name[cl], cp[cl], ch[cl], ratio(ch[cl], cp[cl]), cf[cl]);
+        }
+    }
+    close_stdout_or_die();
+    long failed = nmc + nms + S.bad + cands.bad;
+    if (!tool_quiet || failed)
+        fprintf(stderr,
+                "score: %d captions scored against their scenes (%ld sounds), recall %.4f, %ld false mentions; "
+                "%d scenes without candidate, %d candidates without scene, %ld malformed lines\n",
+                n, present[0], ratio(hit[0], present[0]), false_total, nmc, nms, S.bad + cands.bad);
+    if (per_item)
+        for (int k = 0; k < n; k++) free(it_cls[k]), free(it_named[k]);
+    free(it_cls);
+    free(it_named);
+    free(it_np);
+    free(it_nf);
+    free(cp);
+    free(ch);
+    free(cf);
+    free(named);
+    free(inscene);
+    free(ci);
+    free(si);
+    free(miss_c);
+    free(miss_s);
+    free(cls_default);
+    capset_free(&cands);
+    ev_scenes_free(&S);
+    ev_classes_free(&C);
+    return failed ? EXIT_PARTIAL : EXIT_OK;
+}
+
 /* ------------------------------------------------------------ tokenize */
 
 static int cmd_tokenize(int argc, char **argv) {
@@ -611,6 +864,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "caption")) return cmd_caption(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "retrieval")) return cmd_retrieval(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "events")) return cmd_events(argc - 1, argv + 1);
     static const struct option longopts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -620,6 +874,6 @@ int main(int argc, char **argv) {
         }
         die_bad_option(c, argv);
     }
-    if (optind < argc) die_usage("unknown command '%s': caption, retrieval or tokenize", argv[optind]);
-    die_usage("a command is needed: score caption ... or score retrieval ...");
+    if (optind < argc) die_usage("unknown command '%s': caption, retrieval, events or tokenize", argv[optind]);
+    die_usage("a command is needed: score caption, retrieval, events or tokenize ...");
 }
