@@ -2,8 +2,8 @@
 clap.text.arch = roberta) against the PyTorch reference (scripts/robertaref.py:
 HF RobertaModel's semantics on SALSA's padded batch, written from the
 published code; tokens from scripts/bperef.py) on a small random SALSA
-Lightning checkpoint of odd sizes (text tower: hidden 40 = 5 heads of 8, 3
-layers, feed-forward 72, 37 positions, RoBERTa's real vocab.json/merges.txt
+Lightning checkpoint of odd sizes (text tower: hidden 45 = 5 heads of 9, 3
+layers, feed-forward 71, 37 positions, RoBERTa's real vocab.json/merges.txt
 from tests/data/roberta-bpe; a tiny PaSST beside it; 23-d embedding),
 converted by scripts/convert.py salsa: parity on Clotho/AudioCaps captions
 (tests/data/bpe-captions, tests/data/wordpiece-dev) and on captions SALSA's
@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 import torch
 
-from tap import DATA, check, done, note, tool
+from tap import DATA, VALGRIND, check, done, note, tool
 import bperef
 import convert
 import passtref
@@ -39,8 +39,8 @@ torch.set_num_threads(1)
 BPE_DIR = os.path.join(DATA, "roberta-bpe")
 VOCAB, MERGES = os.path.join(BPE_DIR, "vocab.json"), os.path.join(BPE_DIR, "merges.txt")
 
-cfg = dataclasses.replace(passtref.Config.tiny(), vocab=50265, hidden=40, layers=3, text_heads=HEADS,
-                          intermediate=72, positions=37, embed=23)
+cfg = dataclasses.replace(passtref.Config.tiny(), vocab=50265, hidden=45, layers=3, text_heads=HEADS,
+                          intermediate=71, positions=37, embed=23)
 sd0 = passtref.random_state_dict(cfg, seed=11)
 CKPT = os.path.join(tmp, "small.ckpt")
 torch.save({"state_dict": sd0, "epoch": 1}, CKPT)
@@ -160,7 +160,7 @@ check("determinism: one at a time, -j 2 --batch 7 and -j 3 --batch 13 give the s
       len(base) > 5000 and all(o == base for o in outs.values()), [k for k, o in outs.items() if o != base])
 kern = run(["-v"], b"")[0].stderr.decode()
 note("kernel in use: " + (kern.split("; ")[-1].strip() if "kernels" in kern else kern.strip()))
-check("-v: the model is described as RoBERTa", "RoBERTa 3 layers x 40 (5 heads, feed-forward 72)" in kern, kern)
+check("-v: the model is described as RoBERTa", "RoBERTa 3 layers x 45 (5 heads, feed-forward 71)" in kern, kern)
 for kname in ("avx2", "generic"):
     p, rr, _, _ = run(["-q", "-j", "2"], inp, env={"WSAC_KERNEL": kname})
     worst = 0.0
@@ -221,6 +221,19 @@ for key, why in [("empty", "empty caption"), ("blank", "empty caption"), ("punct
     check("bad input: %s named with its reason (%s)" % (key, why), line and why in line[0], err[-600:])
 check("bad input: the trailer lists the failed keys",
       tr and tr.get("failed") == ["empty", "blank", "punct", "latin1", "overlong", "nul", "line 8"], tr)
+
+# ---------------------------------------------------------------- memory
+if VALGRIND:
+    small = lines([("a", "A DOG barks!"), ("b", "..."), ("c", words), ("d", spaces), ("e", huge_word)]) + b"\xff\n"
+    p = subprocess.run(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=all", "--error-exitcode=99",
+                        tool("clap-text"), "-q", "--ids", "-j", "2", "--batch", "2", "-m", MODEL], input=small,
+                       capture_output=True)
+    e = p.stderr.decode()
+    check("valgrind --leak-check=full: no errors, no leaks (SALSA model, 2 threads, long and failing captions)",
+          p.returncode == 3 and "ERROR SUMMARY: 0 errors" in e and "All heap blocks were freed" in e, e[-600:])
+else:
+    note("valgrind not found: the memory check is skipped")
+
 
 # ---------------------------------------------------------------- models that do not fit
 def variant(name, drop=(), add=None, meta_set=None):
