@@ -1,6 +1,7 @@
 /* clap-train - contrastive training of the CNN14-BERT CLAP (SALSA stages 1
  * and 2); the work is in lib/clap_train.c. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,17 +45,29 @@ static const char usage[] =
     "      --no-quirk           L_sup weighted W, not W^2, when distilling\n"
     "      --max-steps N        stop after N steps (0: the whole run)\n"
     "      --log FILE           a TSV line per step (loss, L_sup, L_dist, the four rates)\n"
+    "      --checkpoint FILE    write a checkpoint (model, AdamW moments, position)\n"
+    "                           after every epoch (on SIGINT/SIGTERM: OUT.ckpt without it)\n"
+    "      --resume FILE        continue from a checkpoint, bit for bit (--init not needed)\n"
     "  -j, --threads N          threads for the matrix products (default: all cores)\n"
     "  -v, --verbose            a line per step\n"
     "  -q, --quiet              no summary\n"
     "  -h, --help               show this help\n"
     "\n"
+    "SIGINT/SIGTERM: the step finishes, a checkpoint is written, the run stops.\n"
     "Exit status: 0 trained and written, 1 usage error, 2 fatal (unreadable model\n"
-    "or stream, a caption whose audio is missing, a missing teacher embedding).\n";
+    "or stream, a caption whose audio is missing, a missing teacher embedding) or\n"
+    "stopped by a signal (checkpoint written).\n";
 
 enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP, O_LRTP, O_MINLR, O_WARM, O_R0, O_R1,
        O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
-       O_LOG };
+       O_LOG, O_CKPT, O_RESUME };
+
+/* SIGINT/SIGTERM: finish the step, write a checkpoint, stop */
+static volatile int stop_flag;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
 
 int main(int argc, char **argv) {
     tool_init("clap-train");
@@ -74,6 +87,7 @@ int main(int argc, char **argv) {
         {"loss-weight", required_argument, 0, O_LW}, {"distill-weight", required_argument, 0, O_DW},
         {"no-quirk", no_argument, 0, O_NOQUIRK},   {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"log", required_argument, 0, O_LOG},      {"threads", required_argument, 0, 'j'},
+        {"checkpoint", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     clap_train_opts o;
@@ -117,6 +131,8 @@ int main(int argc, char **argv) {
         case O_NOQUIRK: o.quirk = 0; break;
         case O_MAXSTEPS: o.max_steps = parse_long("--max-steps", optarg, 0, 1L << 40); break;
         case O_LOG: o.log = optarg; break;
+        case O_CKPT: o.ckpt = optarg; break;
+        case O_RESUME: o.resume = optarg; break;
         case 'j': o.threads = (int)parse_long("--threads", optarg, 1, 256); break;
         case 'v': tool_verbose++; break;
         case 'q': tool_quiet = 1; break;
@@ -125,11 +141,17 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
-    if (!o.init) die_usage("no model: give --init MODEL");
+    if (!o.init && !o.resume) die_usage("no model: give --init MODEL (or --resume CHECKPOINT)");
     if (!o.mel) die_usage("no mel stream: give --mel FILE");
     if (!o.captions) die_usage("no captions: give --captions FILE");
     if (!o.out) die_usage("no output: give -o FILE");
     if (o.distill_weight > 0 && !o.nteachers) die_usage("--distill-weight needs at least one --teacher");
     if (o.ramp1 < o.ramp0) die_usage("--rampdown-stop must not come before --rampdown-start");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    o.stop = &stop_flag;
     return clap_train_run(&o);
 }

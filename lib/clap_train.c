@@ -135,62 +135,146 @@ static void read_teacher(const char *spec, int m, int M, item *it, int nit, cons
     free(s);
 }
 
-/* the trained model file: every tensor of the input file, the trained ones replaced */
-static void write_model(const char *out, const char *init, cnn14t *A, bertt *Tx, const clap_train_opts *o, long steps) {
+typedef struct {
+    long step;
+    int epoch, batch; /* the next batch to run */
+} position;
+
+/* the trained model file: every tensor of the input file, the trained ones
+ * replaced; with moments (a checkpoint), AdamW's state and the position too */
+static void write_model(const char *out, const char *init, cnn14t *A, bertt *Tx, const clap_train_opts *o, long steps,
+                        float *const mom[4], const position *pos, int nitems) {
     char err[700];
     st_file *f = st_open(init, err, sizeof err);
     if (!f) die("%s", err);
-    int n = st_count(f);
-    ckpt_tensor *ct = xcalloc((size_t)n, sizeof *ct);
+    int n = st_count(f), nx = mom ? 2 * (A->ntensors + Tx->ntensors) : 0;
+    ckpt_tensor *ct = xcalloc((size_t)(n + nx), sizeof *ct);
+    int nt = 0;
     for (int i = 0; i < n; i++) {
         st_tensor t;
         const char *name = st_name(f, i);
+        if (!strncmp(name, "train.", 6)) continue; /* a resumed checkpoint's own state */
         if (st_get(f, name, &t, err, sizeof err)) die("%s", err);
         if (t.ndim > 4) die("%s: tensor '%s' has %d dimensions", init, name, t.ndim);
-        ct[i].name = name, ct[i].dtype = t.dtype, ct[i].ndim = t.ndim, ct[i].data = t.data;
-        for (int d = 0; d < t.ndim; d++) ct[i].shape[d] = t.shape[d];
+        ckpt_tensor *c = &ct[nt++];
+        c->name = name, c->dtype = t.dtype, c->ndim = t.ndim, c->data = t.data;
+        for (int d = 0; d < t.ndim; d++) c->shape[d] = t.shape[d];
         int k = cnn14t_find(A, name);
-        if (k >= 0) ct[i].data = (A->t[k].buffer ? A->buffers : A->params) + A->t[k].off;
-        else if ((k = bertt_find(Tx, name)) >= 0) ct[i].data = Tx->params + Tx->t[k].off;
+        if (k >= 0) c->data = (A->t[k].buffer ? A->buffers : A->params) + A->t[k].off;
+        else if ((k = bertt_find(Tx, name)) >= 0) c->data = Tx->params + Tx->t[k].off;
+    }
+    char **names = NULL;
+    int nn = 0;
+    if (mom) {
+        names = xcalloc((size_t)nx, sizeof *names);
+        for (int side = 0; side < 2; side++) {
+            int cnt = side ? Tx->ntensors : A->ntensors;
+            for (int i = 0; i < cnt; i++) {
+                const char *nm = side ? Tx->t[i].name : A->t[i].name;
+                size_t off = side ? Tx->t[i].off : A->t[i].off;
+                int ndim = side ? Tx->t[i].ndim : A->t[i].ndim;
+                if (!side && A->t[i].buffer) continue;
+                for (int j = 0; j < 2; j++) {
+                    size_t len = strlen(nm) + 20;
+                    char *full = xmalloc(len);
+                    snprintf(full, len, "train.%s.%s", j ? "exp_avg_sq" : "exp_avg", nm);
+                    names[nn++] = full;
+                    ckpt_tensor *c = &ct[nt++];
+                    c->name = full, c->dtype = ST_F32, c->ndim = ndim;
+                    for (int d = 0; d < ndim; d++) c->shape[d] = side ? Tx->t[i].shape[d] : A->t[i].shape[d];
+                    c->data = mom[2 * side + j] + off;
+                }
+            }
+        }
     }
     int nm = st_meta_count(f);
-    const char **meta = xcalloc((size_t)(2 * nm + 8), sizeof *meta);
+    const char **meta = xcalloc((size_t)(2 * nm + 20), sizeof *meta);
     int k = 0;
     for (int i = 0; i < nm; i++) {
         const char *key = st_meta_key(f, i);
         if (!strncmp(key, "clap.train.", 11)) continue;
         meta[2 * k] = key, meta[2 * k + 1] = st_meta(f, key), k++;
     }
-    char st[32], src[512];
+    char st[32], src[512], ep[32], ba[32], sd[32], bs[32], ni[32];
     snprintf(st, sizeof st, "%ld", steps);
-    snprintf(src, sizeof src, "%s", init);
+    snprintf(src, sizeof src, "%s", o->init ? o->init : o->resume);
     meta[2 * k] = "clap.train.steps", meta[2 * k + 1] = st, k++;
     meta[2 * k] = "clap.train.init", meta[2 * k + 1] = src, k++;
     meta[2 * k] = "clap.train.stage", meta[2 * k + 1] = o->nteachers ? "2" : "1", k++;
-    if (ckpt_write(out, ct, n, meta, k, err, sizeof err)) die("%s: %s", out, err);
-    free(ct), free(meta);
+    if (pos) {
+        snprintf(ep, sizeof ep, "%d", pos->epoch), snprintf(ba, sizeof ba, "%d", pos->batch);
+        snprintf(sd, sizeof sd, "%ld", o->seed), snprintf(bs, sizeof bs, "%d", o->bs), snprintf(ni, sizeof ni, "%d", nitems);
+        meta[2 * k] = "clap.train.epoch", meta[2 * k + 1] = ep, k++;
+        meta[2 * k] = "clap.train.batch", meta[2 * k + 1] = ba, k++;
+        meta[2 * k] = "clap.train.seed", meta[2 * k + 1] = sd, k++;
+        meta[2 * k] = "clap.train.bs", meta[2 * k + 1] = bs, k++;
+        meta[2 * k] = "clap.train.items", meta[2 * k + 1] = ni, k++;
+    }
+    if (ckpt_write(out, ct, nt, meta, k, err, sizeof err)) die("%s: %s", out, err);
+    for (int i = 0; i < nn; i++) free(names[i]);
+    free(names), free(ct), free(meta);
+    st_close(f);
+}
+
+static long meta_long(st_file *f, const char *path, const char *key) {
+    long v;
+    if (st_meta_int(f, key, &v)) die("%s: no integer %s in __metadata__: not a clap-train checkpoint", path, key);
+    return v;
+}
+
+/* AdamW's moments and the position from a checkpoint */
+static void read_state(const char *path, cnn14t *A, bertt *Tx, float *const mom[4], position *pos, const clap_train_opts *o,
+                       int nitems) {
+    char err[700];
+    st_file *f = st_open(path, err, sizeof err);
+    if (!f) die("%s", err);
+    pos->step = meta_long(f, path, "clap.train.steps");
+    pos->epoch = (int)meta_long(f, path, "clap.train.epoch");
+    pos->batch = (int)meta_long(f, path, "clap.train.batch");
+    if (meta_long(f, path, "clap.train.seed") != o->seed || meta_long(f, path, "clap.train.bs") != o->bs ||
+        meta_long(f, path, "clap.train.items") != nitems)
+        die("%s: made with another --seed, --bs or item list (seed %ld, bs %ld, %ld items; now %ld, %d, %d)", path,
+            meta_long(f, path, "clap.train.seed"), meta_long(f, path, "clap.train.bs"),
+            meta_long(f, path, "clap.train.items"), o->seed, o->bs, nitems);
+    for (int side = 0; side < 2; side++) {
+        int cnt = side ? Tx->ntensors : A->ntensors;
+        for (int i = 0; i < cnt; i++) {
+            if (!side && A->t[i].buffer) continue;
+            const char *nm = side ? Tx->t[i].name : A->t[i].name;
+            for (int j = 0; j < 2; j++) {
+                char full[300];
+                snprintf(full, sizeof full, "train.%s.%s", j ? "exp_avg_sq" : "exp_avg", nm);
+                st_tensor t;
+                if (st_get(f, full, &t, err, sizeof err) || t.dtype != ST_F32 ||
+                    t.numel != (side ? Tx->t[i].numel : A->t[i].numel))
+                    die("%s: tensor '%s' missing or of the wrong size", path, full);
+                memcpy(mom[2 * side + j] + (side ? Tx->t[i].off : A->t[i].off), t.data, t.nbytes);
+            }
+        }
+    }
     st_close(f);
 }
 
 int clap_train_run(const clap_train_opts *o) {
     char err[700];
     gemm_init(o->threads);
-    cnn14t *A = cnn14t_load(o->init, err, sizeof err);
+    const char *src = o->resume ? o->resume : o->init; /* the weights to start from */
+    cnn14t *A = cnn14t_load(src, err, sizeof err);
     if (!A) die("%s", err);
-    bertt *Tx = bertt_load(o->init, err, sizeof err);
+    bertt *Tx = bertt_load(src, err, sizeof err);
     if (!Tx) die("%s", err);
-    if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", o->init, A->embed, Tx->c.embed);
+    if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", src, A->embed, Tx->c.embed);
     if (!o->augment) A->dropout = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
     int E = A->embed, M = A->n_mels;
 
     /* the tokenizer the model file carries */
-    st_file *f = st_open(o->init, err, sizeof err);
+    st_file *f = st_open(src, err, sizeof err);
     st_tensor vt;
     if (!f || !st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
         st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
         die("%s", err);
     wordpiece *wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
-    if (!wp) die("%s: tensor 'tokenizer.vocab': %s", o->init, err);
+    if (!wp) die("%s: tensor 'tokenizer.vocab': %s", src, err);
     st_close(f);
 
     int nclips = 0;
@@ -261,6 +345,16 @@ int clap_train_run(const clap_train_opts *o) {
     size_t ahead = A->t[cnn14t_find(A, "audio_proj.0.weight")].off, thead = Tx->t[bertt_find(Tx, "text_proj.0.weight")].off;
     float *am = xcalloc(A->nparams, sizeof(float)), *av = xcalloc(A->nparams, sizeof(float));
     float *tm = xcalloc(Tx->nparams, sizeof(float)), *tv = xcalloc(Tx->nparams, sizeof(float));
+    float *const mom[4] = {am, av, tm, tv};
+    position pos = {0, 0, 0};
+    if (o->resume) read_state(o->resume, A, Tx, mom, &pos, o, nit);
+    const char *ckpt = o->ckpt;
+    char ckdef[4096];
+    if (!ckpt) {
+        snprintf(ckdef, sizeof ckdef, "%s.ckpt", o->out);
+        ckpt = ckdef;
+    }
+    int stopped = 0;
 
     int B = o->bs, nb = nit / B, Lsum;
     float *mel = xmalloc((size_t)B * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
@@ -280,16 +374,18 @@ int clap_train_run(const clap_train_opts *o) {
     if (!tool_quiet)
         infox("%d clips, %d items, %d batches of %d a epoch, %d epochs, %d frames a clip%s", nclips, nit, nb, B,
               o->epochs, frames, MT ? ", distilling" : "");
-    long step = 0;
+    long step = pos.step;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
-    for (int ep = 0; ep < o->epochs && (!o->max_steps || step < o->max_steps); ep++) {
+    if (o->resume && !tool_quiet) infox("resuming %s at epoch %d, batch %d (step %ld)", o->resume, pos.epoch + 1, pos.batch + 1, step);
+    for (int ep = pos.epoch; ep < o->epochs && (!o->max_steps || step < o->max_steps) && !stopped; ep++) {
         for (int i = 0; i < nit; i++) perm[i] = i;
         if (o->shuffle) {
             xrng r;
             xrng_seed(&r, mix((uint64_t)o->seed) ^ mix((uint64_t)ep + 1));
             xrng_permutation(&r, perm, nit);
         }
-        for (int b = 0; b < nb && (!o->max_steps || step < o->max_steps); b++, step++) {
+        int b = ep == pos.epoch ? pos.batch : 0;
+        for (; b < nb && (!o->max_steps || step < o->max_steps); b++) {
             Lsum = 0;
             for (int j = 0; j < B; j++) {
                 const item *x = &it[perm[b * B + j]];
@@ -331,11 +427,27 @@ int clap_train_run(const clap_train_opts *o) {
                 fflush(logf);
             }
             if (tool_verbose) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step + 1, ep + 1, b + 1, nb, lo.total);
+            step++;
+            if (o->stop && *o->stop) {
+                stopped = 1;
+                b++;
+                break;
+            }
+        }
+        /* the position after the last step run: the next batch, or the next epoch's first */
+        position here = {step, b < nb ? ep : ep + 1, b < nb ? b : 0};
+        if (o->ckpt || stopped) {
+            write_model(ckpt, src, A, Tx, o, step, mom, &here, nit);
+            if (!tool_quiet && (stopped || tool_verbose)) infox("checkpoint %s at step %ld", ckpt, step);
         }
     }
     if (logf && fclose(logf)) die("%s: write failed", o->log);
-    write_model(o->out, o->init, A, Tx, o, step);
-    if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
+    if (stopped) {
+        warnx_("stopped by a signal after step %ld; resume with --resume %s", step, ckpt);
+    } else {
+        write_model(o->out, src, A, Tx, o, step, NULL, NULL, nit);
+        if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
+    }
 
     for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel);
     for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
@@ -345,5 +457,5 @@ int clap_train_run(const clap_train_opts *o) {
     wp_free(wp);
     cnn14t_free(A);
     bertt_free(Tx);
-    return EXIT_OK;
+    return stopped ? EXIT_FATAL : EXIT_OK;
 }

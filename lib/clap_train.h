@@ -19,11 +19,20 @@ typedef struct {
     double loss_weight, distill_weight;
     int quirk;               /* 1: L_sup weighted loss_weight^2 when distilling, as the published code */
     long max_steps;          /* stop after this many steps (0: the whole run) */
+    const char *ckpt;        /* checkpoint written after every epoch, at --max-steps and on a stop request */
+    const char *resume;      /* a checkpoint to continue from (then --init may be omitted) */
+    volatile int *stop;      /* set (by a signal handler) to finish the step, checkpoint and stop */
 } clap_train_opts;
 
 void clap_train_defaults(clap_train_opts *o);
-/* Runs the training; returns the exit status (0, or 2 after a fatal error
- * named on stderr). */
+/* Runs the training; returns the exit status (0; 2 after a fatal error
+ * named on stderr, or when *stop ended the run early, its checkpoint written).
+ *
+ * A checkpoint is a model file (what clap-audio/clap-text read) with the AdamW
+ * moments as extra tensors train.exp_avg.NAME / train.exp_avg_sq.NAME and
+ * the position (next epoch and batch, step) in clap.train.* metadata; written
+ * atomically. Every random draw is keyed by (seed, epoch, item), so a resumed
+ * run continues bit for bit as the uninterrupted one would have. */
 int clap_train_run(const clap_train_opts *o);
 
 #endif

@@ -10,10 +10,14 @@ the bundled test CLAP with random mel clips and captions, dropout off
   and clap-text; stage 2: the loss of the first step with random teachers,
   L_dist alone and combined with L_sup under the published loss_weight^2;
   an item missing from a teacher, a caption whose audio is missing: named,
-  exit 2."""
+  exit 2; checkpoints: a run stopped after 4 steps (--max-steps) or by
+  SIGTERM and resumed ends with the same bytes as the uninterrupted run,
+  dropout on; the checkpoint is a model file clap-audio reads."""
 import os
+import signal
 import subprocess
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -230,4 +234,45 @@ r = subprocess.run([tool("clap-train"), "--init", MODEL, "--mel", path("mel.mp")
                     "-o", path("bad.st"), "--bs", "2", "-q"], capture_output=True, text=True)
 check("a caption whose audio is not in the mel stream: named, exit 2, no model written",
       r.returncode == 2 and "nosuch.wav" in r.stderr and not os.path.exists(path("bad.st")), r.stderr)
+# ------------------------------------------------------------------ checkpoints and --resume (dropout on)
+def train(*args):
+    r = subprocess.run([tool("clap-train"), "--mel", path("mel.mp"), "--captions", path("caps.tsv"), "--bs", "2",
+                        "--lr", "1e-3", "-j", "1", "-q"] + [str(a) for a in args], capture_output=True, text=True)
+    return r.returncode, r.stderr
+
+
+def same_tensors(a, b):
+    ta, tb = sttools.load(a)[0], sttools.load(b)[0]
+    return set(ta) == set(tb) and all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+rc1, e1 = train("--init", MODEL, "--epochs", 3, "-o", path("straight.st"))
+rc2, e2 = train("--init", MODEL, "--epochs", 3, "--max-steps", 4, "--checkpoint", path("c4.ckpt"), "-o", path("p.st"))
+rc3, e3 = train("--resume", path("c4.ckpt"), "--epochs", 3, "-o", path("resumed.st"))
+ok = rc1 == rc2 == rc3 == 0 and same_tensors(path("straight.st"), path("resumed.st"))
+cm = sttools.load(path("c4.ckpt"))[1] if rc2 == 0 else {}
+check("stopped after 4 of 15 steps (mid-epoch: epoch 1, batch 5 next) and resumed: the same bytes as the uninterrupted run (dropout on)",
+      ok and cm.get("clap.train.epoch") == "0" and cm.get("clap.train.batch") == "4", (ok, cm.get("clap.train.epoch"), cm.get("clap.train.batch"), (e1 + e2 + e3)[-300:]))
+r = subprocess.run([tool("clap-audio"), "-q", "-m", path("c4.ckpt"), path("mel.mp")], capture_output=True)
+check("a checkpoint is a model file clap-audio reads", r.returncode == 0, r.stderr.decode()[:200])
+rc, err = train("--resume", path("c4.ckpt"), "--epochs", 3, "--seed", 5, "-o", path("x.st"))
+check("a checkpoint of another --seed is refused (exit 2)", rc == 2 and "seed" in err, err)
+
+# SIGTERM: the step finishes, a checkpoint is written, exit 2; resuming gives the uninterrupted result
+E = 40
+rc1, e1 = train("--init", MODEL, "--epochs", E, "-o", path("long.st"))
+p = subprocess.Popen([tool("clap-train"), "--init", MODEL, "--mel", path("mel.mp"), "--captions", path("caps.tsv"),
+                      "--bs", "2", "--lr", "1e-3", "-j", "1", "-q", "--epochs", str(E), "-o", path("sig.st"),
+                      "--log", path("sig.tsv")], stderr=subprocess.PIPE, text=True)
+t_end = time.time() + 60
+while time.time() < t_end and p.poll() is None:
+    if os.path.exists(path("sig.tsv")) and len(open(path("sig.tsv")).read().splitlines()) > 5:
+        break
+    time.sleep(0.02)
+p.send_signal(signal.SIGTERM)
+err = p.communicate()[1]
+rc3, e3 = train("--resume", path("sig.st.ckpt"), "--epochs", E, "-o", path("sig2.st"))
+check("SIGTERM: exit 2, a checkpoint (OUT.ckpt) written, no model; resumed: the uninterrupted run's bytes",
+      p.returncode == 2 and not os.path.exists(path("sig.st")) and rc1 == rc3 == 0
+      and same_tensors(path("long.st"), path("sig2.st")), "%s %s" % (p.returncode, (err + e3)[-300:]))
 done()
