@@ -190,6 +190,89 @@ static void test_losses(void) {
     free(a), free(t), free(ta), free(tt), free(da), free(dt);
 }
 
+/* keep fraction of mask[n] within 5 binomial sigmas of 1 - p */
+static int keep_ok(const uint8_t *mask, size_t n, double p, double *frac) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += mask[i];
+    *frac = (double)k / n;
+    return fabs(*frac - (1 - p)) <= 5 * sqrt(p * (1 - p) / n);
+}
+
+/* dropout in the training towers: keep rates, masks keyed by item (not by
+ * batch position), different items different masks */
+static void test_dropout_masks(void) {
+    const char *model = "data/models/clap-test.safetensors";
+    char err[512];
+    cnn14t *A = cnn14t_load(model, err, sizeof err);
+    bertt *Tx = bertt_load(model, err, sizeof err);
+    CHECKF(A && Tx, "the bundled test CLAP loads for the dropout checks", "%s", err);
+    if (!A || !Tx) return;
+    int B = 6, T = 70, M = A->n_mels, E = A->embed;
+    float *mel = rnd((size_t)B * T * M, 10), *mel2 = zeros((size_t)B * T * M);
+    for (size_t i = 0; i < (size_t)B * T * M; i++) mel[i] -= 40;
+    uint64_t keys[6] = {11, 12, 13, 14, 15, 16}, keys2[6];
+    int perm[6] = {3, 5, 0, 1, 4, 2};
+    float *e = zeros((size_t)B * E), *e0 = zeros((size_t)B * E);
+    cnn14t_forward_train(A, e0, mel, B, T, NULL);
+    cnn14t_forward_train(A, e, mel, B, T, keys);
+    int allok = 1, differ = 0;
+    double worst = 0, fr;
+    int t = T, f = M;
+    size_t per[CNN14T_MAX_BLOCKS];
+    uint8_t *saved[CNN14T_MAX_BLOCKS];
+    for (int k = 0; k < A->nblocks; k++) {
+        t /= 2, f /= 2;
+        per[k] = (size_t)A->channels[k] * t * f;
+        allok &= keep_ok(A->mask[k], B * per[k], A->dropout, &fr);
+        worst = fmax(worst, fabs(fr - 0.8));
+        saved[k] = xmalloc(B * per[k]);
+        memcpy(saved[k], A->mask[k], B * per[k]);
+        differ |= memcmp(A->mask[k], A->mask[k] + per[k], per[k]) != 0;
+    }
+    CHECKF(allok, "CNN14 dropout: every block keeps 80% of its activations (within 5 sigma)", "worst %.4f", worst);
+    CHECK(differ, "CNN14 dropout: two items get different masks");
+    double d = 0;
+    for (int i = 0; i < B * E; i++) d = fmax(d, fabs(e[i] - e0[i]));
+    CHECKF(d > 1e-6, "CNN14 dropout changes the embeddings", "%.3g", d);
+    /* the same items in another order: each item keeps its masks */
+    for (int b = 0; b < B; b++) {
+        keys2[b] = keys[perm[b]];
+        memcpy(mel2 + (size_t)b * T * M, mel + (size_t)perm[b] * T * M, (size_t)T * M * sizeof(float));
+    }
+    cnn14t_forward_train(A, e, mel2, B, T, keys2);
+    int same = 1;
+    for (int k = 0; k < A->nblocks; k++)
+        for (int b = 0; b < B; b++) same &= !memcmp(A->mask[k] + b * per[k], saved[k] + perm[b] * per[k], per[k]);
+    CHECK(same, "CNN14 dropout: an item's masks depend on its key, not on its place in the batch");
+    for (int k = 0; k < A->nblocks; k++) free(saved[k]);
+
+    int lens[6] = {7, 3, 11, 5, 9, 30}, N = 0;
+    for (int b = 0; b < B; b++) N += lens[b];
+    int32_t *ids = xmalloc((size_t)N * sizeof(int32_t));
+    for (int n = 0; n < N; n++) ids[n] = 1000 + (int32_t)(rng_uniform(&R) * 20000);
+    bertt_forward_train(Tx, e, ids, lens, B, keys);
+    size_t H = (size_t)Tx->c.hidden;
+    allok = keep_ok(Tx->emask, (size_t)N * H, 0.1, &fr);
+    worst = fabs(fr - 0.9);
+    for (int l = 0; l < Tx->c.layers; l++) {
+        allok &= keep_ok(Tx->la[l].dmask1, (size_t)N * H, 0.1, &fr), worst = fmax(worst, fabs(fr - 0.9));
+        allok &= keep_ok(Tx->la[l].dmask2, (size_t)N * H, 0.1, &fr), worst = fmax(worst, fabs(fr - 0.9));
+        /* attention: the entries each sequence uses */
+        size_t kept = 0, used = 0, NH = (size_t)Tx->c.heads, Tm = (size_t)Tx->Tm;
+        for (int b = 0; b < B; b++)
+            for (size_t h = 0; h < NH; h++)
+                for (int r = 0; r < lens[b]; r++)
+                    for (int c = 0; c < lens[b]; c++, used++) kept += Tx->la[l].amask[((b * NH + h) * Tm + r) * Tm + c];
+        double fa = (double)kept / used;
+        allok &= fabs(fa - 0.9) <= 5 * sqrt(0.09 / used), worst = fmax(worst, fabs(fa - 0.9));
+    }
+    CHECKF(allok, "BERT dropout: embeddings, attention probabilities and both residual branches keep 90% (5 sigma)",
+           "worst %.4f", worst);
+    free(ids), free(mel), free(mel2), free(e), free(e0);
+    cnn14t_free(A);
+    bertt_free(Tx);
+}
+
 /* ------------------------------------------------------------------ dump mode */
 
 static void put(FILE *f, const float *x, size_t n) {
@@ -321,5 +404,6 @@ int main(int argc, char **argv) {
     test_pool();
     test_linear();
     test_losses();
+    test_dropout_masks();
     return check_exit();
 }
