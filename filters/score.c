@@ -15,11 +15,12 @@
 #include "metrics.h"
 #include "ptb.h"
 #include "refs.h"
+#include "relevance.h"
 #include "util.h"
 
 static const char usage[] =
     "Usage: score caption --refs FILE [OPTIONS] [CANDIDATES]\n"
-    "       score retrieval --audio A.mp --text T.mp [--map FILE] [OPTIONS]\n"
+    "       score retrieval --audio A.mp --text T.mp [--map FILE | --relevance FILE] [OPTIONS]\n"
     "       score events --events SPLIT_events.jsonl [--classes FILE] [OPTIONS] [CANDIDATES]\n"
     "       score tokenize [--raw] [FILE]\n"
     "\n"
@@ -43,6 +44,12 @@ static const char usage[] =
     "  -a, --audio FILE      audio embedding stream (keys: audio ids)\n"
     "  -t, --text FILE       caption embedding stream\n"
     "  -m, --map FILE        lines CAPTION_KEY<TAB>AUDIO_KEY instead of the FILE#i rule\n"
+    "  -R, --relevance FILE  text-to-audio only, several relevant audios per query:\n"
+    "                        CSV query,audio_filenames (DCASE 2025 metadata_eval.csv;\n"
+    "                        a query is a caption (\"text\") or key, audios are keys);\n"
+    "                        R@1/5/10, mAP@10, mAP@16\n"
+    "      --ap-divisor D    relevance AP@K divides by R (default: the DCASE 2025\n"
+    "                        baseline) or min (min(R, K))\n"
     "  -f, --format FMT      json (default) or table\n"
     "\n"
     "score events: event recall in the sound world (scripts/world.py). Reads candidate\n"
@@ -417,15 +424,21 @@ static void write_rt(FILE *o, const char *name, const rt_scores *r, int last) {
 static int cmd_retrieval(int argc, char **argv) {
     static const struct option longopts[] = {{"audio", required_argument, 0, 'a'}, {"text", required_argument, 0, 't'},
                                               {"map", required_argument, 0, 'm'},   {"format", required_argument, 0, 'f'},
+                                              {"relevance", required_argument, 0, 'R'}, {"ap-divisor", required_argument, 0, 'D'},
                                               {"quiet", no_argument, 0, 'q'},       {"help", no_argument, 0, 'h'},
                                               {0, 0, 0, 0}};
-    const char *apath = NULL, *tpath = NULL, *mpath = NULL;
-    int table = 0, c;
-    while ((c = getopt_long(argc, argv, ":a:t:m:f:qh", longopts, NULL)) != -1) {
+    const char *apath = NULL, *tpath = NULL, *mpath = NULL, *rpath = NULL;
+    int table = 0, c, dmin = 0;
+    while ((c = getopt_long(argc, argv, ":a:t:m:f:R:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'a': apath = optarg; break;
         case 't': tpath = optarg; break;
         case 'm': mpath = optarg; break;
+        case 'R': rpath = optarg; break;
+        case 'D':
+            if (strcmp(optarg, "R") && strcmp(optarg, "min")) die_usage("option --ap-divisor: '%s' is not R or min", optarg);
+            dmin = !strcmp(optarg, "min");
+            break;
         case 'f': table = parse_format(optarg); break;
         case 'q': tool_quiet = 1; break;
         case 'h': fputs(usage, stdout); return EXIT_OK;
@@ -433,6 +446,7 @@ static int cmd_retrieval(int argc, char **argv) {
         }
     }
     if (!apath || !tpath) die_usage("retrieval needs --audio FILE and --text FILE");
+    if (mpath && rpath) die_usage("--map and --relevance exclude each other");
     if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
     if (!strcmp(apath, "-") && !strcmp(tpath, "-")) die_usage("only one stream can be stdin");
 
@@ -448,6 +462,14 @@ static int cmd_retrieval(int argc, char **argv) {
     if (A.n == 0) die("%s: no usable audio embedding", apath);
     if (T.n == 0) die("%s: no usable caption embedding", tpath);
     if (A.dim != T.dim) die("audio embeddings have width %d, caption embeddings %d", A.dim, T.dim);
+    if (rpath) { /* multi-positive text-to-audio (lib/relevance.c) */
+        int p = rel_score(T.x, T.n, T.keys, T.texts, A.x, A.n, A.keys, A.dim, rpath, dmin, table, stdout, err, sizeof err);
+        if (p < 0) die("%s", err);
+        close_stdout_or_die();
+        failed += p;
+        if (!tool_quiet || failed) fprintf(stderr, "score: relevance %s: %ld problems\n", rpath, failed);
+        return failed ? EXIT_PARTIAL : EXIT_OK;
+    }
 
     /* the audio of each caption */
     keyidx ak;
