@@ -37,8 +37,8 @@ static void cos_matrix(double *X, const float *x, const float *y, int M, int B, 
 }
 
 contrastive_out contrastive_loss(float *da, float *dt, const float *a, const float *t, const int *aid,
-                                 const float *ta, const float *tt, int M, int B, int D, float tau, double w_sup,
-                                 double w_dist) {
+                                 const float *ta, const float *tt, int M, int Dt, int B, int D, float tau,
+                                 double w_sup, double w_dist) {
     contrastive_out r = {0};
     size_t BB = (size_t)B * B, BD = (size_t)B * D;
     float *an = xmalloc(BD * sizeof(float)), *tn = xmalloc(BD * sizeof(float));
@@ -75,12 +75,12 @@ contrastive_out contrastive_loss(float *da, float *dt, const float *a, const flo
 
     /* L_dist */
     if (ta && tt && M > 0) {
-        float *nta = xmalloc((size_t)B * M * D * sizeof(float)), *ntt = xmalloc((size_t)B * M * D * sizeof(float));
+        float *nta = xmalloc((size_t)B * M * Dt * sizeof(float)), *ntt = xmalloc((size_t)B * M * Dt * sizeof(float));
         double *Q = xmalloc(BB * sizeof(double));
         double *qr = xmalloc((size_t)B * sizeof(double)), *qc = xmalloc((size_t)B * sizeof(double));
-        l2norm_forward(nta, NULL, ta, B * M, D);
-        l2norm_forward(ntt, NULL, tt, B * M, D);
-        cos_matrix(Q, nta, ntt, M, B, D, tau);
+        l2norm_forward(nta, NULL, ta, B * M, Dt);
+        l2norm_forward(ntt, NULL, tt, B * M, Dt);
+        cos_matrix(Q, nta, ntt, M, B, Dt, tau);
         for (int i = 0; i < B; i++) qr[i] = lse(Q, B, i, 1), qc[i] = lse(Q, B, i, 0);
         double ce1 = 0, ce2 = 0;
         for (int i = 0; i < B; i++)

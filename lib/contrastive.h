@@ -28,12 +28,14 @@ typedef struct {
 } contrastive_out;
 
 /* a[B, D], t[B, D]: projected embeddings; aid[B]: the audio of each item (equal
- * ids = same audio); ta[B, M, D], tt[B, M, D]: teacher embeddings of each
- * item's audio and caption (unnormalised; NULL or M = 0: no L_dist);
+ * ids = same audio); ta[B, M, Dt], tt[B, M, Dt]: teacher embeddings of each
+ * item's audio and caption (unnormalised; NULL or M = 0: no L_dist), Dt wide
+ * whatever the student's width D (a narrower teacher zero-padded to Dt: its
+ * cosines unchanged);
  * da[B, D], dt[B, D] (may be NULL: loss only) = d total / d a, d total / d t.
  * w_dist is used only when teachers are given. Returns the losses. */
 contrastive_out contrastive_loss(float *da, float *dt, const float *a, const float *t, const int *aid,
-                                 const float *ta, const float *tt, int M, int B, int D, float tau, double w_sup,
-                                 double w_dist);
+                                 const float *ta, const float *tt, int M, int Dt, int B, int D, float tau,
+                                 double w_sup, double w_dist);
 
 #endif

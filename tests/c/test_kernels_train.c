@@ -166,16 +166,16 @@ static void test_losses(void) {
     float *da = zeros((size_t)B * D), *dt = zeros((size_t)B * D);
     for (int pass = 0; pass < 2; pass++) {
         double ws = pass ? 0.7 : 1, wd = pass ? 1.3 : 0;
-        contrastive_out o = contrastive_loss(da, dt, a, t, aid, pass ? ta : NULL, pass ? tt : NULL, M, B, D, 0.05f,
+        contrastive_out o = contrastive_loss(da, dt, a, t, aid, pass ? ta : NULL, pass ? tt : NULL, M, D, B, D, 0.05f,
                                              ws, wd);
         double worst = 0, gmax = 0;
         for (int which = 0; which < 2; which++)
             for (int i = 0; i < B * D; i += 5) {
                 float *p = which ? t : a, keep = p[i], h = 3e-3f;
                 p[i] = keep + h;
-                double lp = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, B, D, 0.05f, ws, wd).total;
+                double lp = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, D, B, D, 0.05f, ws, wd).total;
                 p[i] = keep - h;
-                double lm = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, B, D, 0.05f, ws, wd).total;
+                double lm = contrastive_loss(NULL, NULL, a, t, aid, ta, tt, pass ? M : 0, D, B, D, 0.05f, ws, wd).total;
                 p[i] = keep;
                 double fd = (lp - lm) / ((double)(keep + h) - (double)(keep - h)), an = (which ? dt : da)[i];
                 worst = fmax(worst, fabs(fd - an));
@@ -347,7 +347,7 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         float *a = TAKE((size_t)B * D), *t = TAKE((size_t)B * D), *ta = TAKE((size_t)B * M * D),
               *tt = TAKE((size_t)B * M * D), *sc = TAKE(3);
         float *da = zeros((size_t)B * D), *dt = zeros((size_t)B * D);
-        contrastive_out r = contrastive_loss(da, dt, a, t, aid, ta, tt, M, B, D, sc[0], sc[1], sc[2]);
+        contrastive_out r = contrastive_loss(da, dt, a, t, aid, ta, tt, M, D, B, D, sc[0], sc[1], sc[2]);
         float l[3] = {(float)r.sup, (float)r.dist, (float)r.total};
         double ld[3] = {r.sup, r.dist, r.total};
         put(o, l, 3), put(o, da, (size_t)B * D), put(o, dt, (size_t)B * D);
@@ -361,7 +361,7 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         float *mel = TAKE((size_t)B * T * m->n_mels), *t = TAKE((size_t)B * E);
         float *e = zeros((size_t)B * E), *de = zeros((size_t)B * E);
         cnn14t_forward_train(m, e, mel, B, T, NULL);
-        contrastive_out r = contrastive_loss(de, NULL, e, t, iv + 2, NULL, NULL, 0, B, E, 0.05f, 1.0, 0.0);
+        contrastive_out r = contrastive_loss(de, NULL, e, t, iv + 2, NULL, NULL, 0, 0, B, E, 0.05f, 1.0, 0.0);
         cnn14t_backward(m, de);
         put(o, e, (size_t)B * E), put(o, m->grads, m->nparams), put(o, m->buffers, m->nbuffers);
         if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
@@ -378,7 +378,7 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         for (int n = 0; n < N; n++) ids[n] = iv[1 + 2 * B + n];
         float *a = TAKE((size_t)B * E), *e = zeros((size_t)B * E), *de = zeros((size_t)B * E);
         bertt_forward_train(m, e, ids, len, B, NULL);
-        contrastive_out r = contrastive_loss(NULL, de, a, e, aid, NULL, NULL, 0, B, E, 0.05f, 1.0, 0.0);
+        contrastive_out r = contrastive_loss(NULL, de, a, e, aid, NULL, NULL, 0, 0, B, E, 0.05f, 1.0, 0.0);
         bertt_backward(m, de);
         put(o, e, (size_t)B * E), put(o, m->grads, m->nparams);
         if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
