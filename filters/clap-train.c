@@ -45,6 +45,9 @@ static const char usage[] =
     "      --no-quirk           L_sup weighted W, not W^2, when distilling\n"
     "      --max-steps N        stop after N steps (0: the whole run)\n"
     "      --log FILE           a TSV line per step (loss, L_sup, L_dist, the four rates)\n"
+    "      --val MEL.mp,CAPTIONS\n"
+    "                           validation text-to-audio mAP@10 after every epoch (eval\n"
+    "                           mode); the best epoch's model is written to OUT.best\n"
     "      --checkpoint FILE    write a checkpoint (model, AdamW moments, position)\n"
     "                           after every epoch (on SIGINT/SIGTERM: OUT.ckpt without it)\n"
     "      --resume FILE        continue from a checkpoint, bit for bit (--init not needed)\n"
@@ -60,7 +63,7 @@ static const char usage[] =
 
 enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP, O_LRTP, O_MINLR, O_WARM, O_R0, O_R1,
        O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
-       O_LOG, O_CKPT, O_RESUME };
+       O_LOG, O_CKPT, O_RESUME, O_VAL };
 
 /* SIGINT/SIGTERM: finish the step, write a checkpoint, stop */
 static volatile int stop_flag;
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
         {"no-quirk", no_argument, 0, O_NOQUIRK},   {"max-steps", required_argument, 0, O_MAXSTEPS},
         {"log", required_argument, 0, O_LOG},      {"threads", required_argument, 0, 'j'},
         {"checkpoint", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
+        {"val", required_argument, 0, O_VAL},
         {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     clap_train_opts o;
@@ -133,6 +137,7 @@ int main(int argc, char **argv) {
         case O_LOG: o.log = optarg; break;
         case O_CKPT: o.ckpt = optarg; break;
         case O_RESUME: o.resume = optarg; break;
+        case O_VAL: o.val = optarg; break;
         case 'j': o.threads = (int)parse_long("--threads", optarg, 1, 256); break;
         case 'v': tool_verbose++; break;
         case 'q': tool_quiet = 1; break;

@@ -21,6 +21,8 @@
 #include "contrastive.h"
 #include "embset.h"
 #include "gemm.h"
+#include "kernels.h"
+#include "metrics.h"
 #include "safetensors.h"
 #include "stream.h"
 #include "train.h"
@@ -99,20 +101,106 @@ static int find_clip(const clip *c, int n, const char *key) {
     return -1;
 }
 
-/* teacher m's embeddings of every item: ta[i, m, :], tt[i, m, :] */
-static void read_teacher(const char *spec, int m, int M, item *it, int nit, const clip *clips, float *ta, float *tt,
-                         int E) {
+/* the items of a caption file, in file order; a caption whose audio is not
+ * among clips, or that cannot be tokenized, is named and fatal */
+static item *read_items(const char *path, int csv, const clip *clips, int nclips, const char *melpath,
+                        const wordpiece *wp, int max_len, int *nitems) {
+    FILE *cf = fopen(path, "rb");
+    if (!cf) die("cannot open %s: %m", path);
+    cap_reader *cr = cap_open(fileno(cf), path, csv || ends_with_csv(path) ? CAP_CSV : CAP_LINES, 1 << 20);
+    item *it = NULL;
+    int nit = 0, capit = 0, k, bad = 0;
+    caption c;
+    int32_t *ids = xmalloc((size_t)max_len * sizeof(int32_t));
+    while ((k = cap_next(cr, &c)) == CAP_RECORD) {
+        if (c.err[0]) {
+            warnx_("%s: line %ld (%s): %s", path, c.line, c.key, c.err);
+            bad++;
+            caption_free(&c);
+            continue;
+        }
+        const char *akey = c.id ? c.id : c.key;
+        int a = find_clip(clips, nclips, akey);
+        if (a < 0) {
+            if (bad++ < 10) warnx_("%s: line %ld: audio '%s' is not in %s", path, c.line, akey, melpath);
+            caption_free(&c);
+            continue;
+        }
+        int trunc = 0;
+        char e2[200];
+        int L = wp_encode(wp, c.text, c.len, max_len, ids, &trunc, e2, sizeof e2);
+        if (L <= 0) {
+            warnx_("%s: line %ld (%s): %s", path, c.line, c.key, e2);
+            bad++;
+            caption_free(&c);
+            continue;
+        }
+        if (nit == capit) capit = capit ? 2 * capit : 1024, it = xrealloc(it, (size_t)capit * sizeof *it);
+        it[nit].audio = a, it[nit].ntok = L;
+        it[nit].ids = xmalloc((size_t)L * sizeof(int32_t));
+        memcpy(it[nit].ids, ids, (size_t)L * sizeof(int32_t));
+        it[nit].text = xstrdup(c.text), it[nit].key = xstrdup(c.key);
+        nit++;
+        caption_free(&c);
+    }
+    if (k == CAP_ERROR) die("%s: %s", path, cap_error(cr));
+    cap_close(cr);
+    fclose(cf);
+    free(ids);
+    if (bad) die("%s: %d caption%s could not be used (named above)", path, bad, bad == 1 ? "" : "s");
+    *nitems = nit;
+    return it;
+}
+
+/* validation: text-to-audio mAP@10 of the model in eval mode (each clip
+ * alone at its own length, as clap-audio; captions without dropout), as
+ * SALSA's on_validation_epoch_end: one query per caption, its audio relevant */
+static double validate(cnn14t *A, bertt *Tx, const clip *clips, int nclips, const item *it, int nit, double *r1) {
+    int E = A->embed, Bt = 32;
+    float *au = xmalloc((size_t)nclips * E * sizeof(float)), *tx = xmalloc((size_t)nit * E * sizeof(float));
+    for (int i = 0; i < nclips; i++) cnn14t_forward_eval(A, au + (size_t)i * E, clips[i].mel, 1, clips[i].T);
+    int32_t *ids = xmalloc((size_t)Bt * Tx->c.max_len * sizeof(int32_t));
+    int len[32], *ta = xmalloc((size_t)nit * sizeof(int));
+    for (int i = 0; i < nit; i += Bt) {
+        int n = nit - i < Bt ? nit - i : Bt, L = 0;
+        for (int j = 0; j < n; j++) {
+            memcpy(ids + L, it[i + j].ids, (size_t)it[i + j].ntok * sizeof(int32_t));
+            len[j] = it[i + j].ntok, L += len[j];
+        }
+        bertt_forward_train(Tx, tx + (size_t)i * E, ids, len, n, NULL);
+    }
+    for (int i = 0; i < nit; i++) ta[i] = it[i].audio;
+    l2norm_forward(au, NULL, au, nclips, E);
+    l2norm_forward(tx, NULL, tx, nit, E);
+    rt_scores t2a, a2t;
+    rt_evaluate(tx, nit, au, nclips, E, ta, &t2a, &a2t, NULL, NULL);
+    free(au), free(tx), free(ids), free(ta);
+    *r1 = t2a.r1;
+    return t2a.map10;
+}
+
+/* teacher m's two embedding streams (audio, text), loaded; their width */
+static int load_teacher(const char *spec, int m, embset es[2], char *paths[2]) {
     char *s = xstrdup(spec), *comma = strchr(s, ',');
     if (!comma) die_usage("--teacher %s: give AUDIO.mp,TEXT.mp", spec);
     *comma = 0;
-    const char *paths[2] = {s, comma + 1};
-    embset es[2];
+    paths[0] = s, paths[1] = comma + 1;
     char err[700];
     for (int j = 0; j < 2; j++) {
         if (embset_load(&es[j], paths[j], 0, err, sizeof err)) die("teacher %d: %s", m + 1, err);
-        if (es[j].dim != E) die("teacher %d: %s has %d-wide embeddings, the model's are %d", m + 1, paths[j], es[j].dim, E);
         if (es[j].skipped) die("teacher %d: %s: %ld records without a usable embedding", m + 1, paths[j], es[j].skipped);
     }
+    /* a teacher may be of any width (only its cosines are used), but one width for both towers */
+    if (es[0].dim != es[1].dim)
+        die("teacher %d: %s has %d-wide embeddings, %s %d-wide", m + 1, paths[0], es[0].dim, paths[1], es[1].dim);
+    return es[0].dim;
+}
+
+/* teacher m's embeddings of every item: ta[i, m, :Dt], tt[i, m, :Dt], zero-padded
+ * past the teacher's own width (zeros change neither norms nor dot products) */
+static void fill_teacher(embset es[2], char *paths[2], int m, int M, int Dt, item *it, int nit, const clip *clips,
+                         float *ta, float *tt) {
+    int E = es[0].dim;
     long missing = 0;
     for (int i = 0; i < nit; i++) {
         const char *ak = clips[it[i].audio].key;
@@ -127,12 +215,10 @@ static void read_teacher(const char *spec, int m, int M, item *it, int nit, cons
                        a < 0 ? ak : it[i].text, i + 1, it[i].key, a < 0 ? paths[0] : paths[1]);
             continue;
         }
-        memcpy(ta + ((size_t)i * M + m) * E, es[0].x + (size_t)a * E, (size_t)E * sizeof(float));
-        memcpy(tt + ((size_t)i * M + m) * E, es[1].x + (size_t)t * E, (size_t)E * sizeof(float));
+        memcpy(ta + ((size_t)i * M + m) * Dt, es[0].x + (size_t)a * E, (size_t)E * sizeof(float));
+        memcpy(tt + ((size_t)i * M + m) * Dt, es[1].x + (size_t)t * E, (size_t)E * sizeof(float));
     }
     if (missing) die("teacher %d: %ld items have no teacher embedding", m + 1, missing);
-    embset_free(&es[0]), embset_free(&es[1]);
-    free(s);
 }
 
 typedef struct {
@@ -285,57 +371,44 @@ int clap_train_run(const clap_train_opts *o) {
     if (frames < (1 << A->nblocks)) die("%d frames are too few for %d ConvBlocks (--frames)", frames, A->nblocks);
 
     /* the items, in caption-file order */
-    FILE *cf = fopen(o->captions, "rb");
-    if (!cf) die("cannot open %s: %m", o->captions);
-    cap_reader *cr = cap_open(fileno(cf), o->captions, o->csv || ends_with_csv(o->captions) ? CAP_CSV : CAP_LINES,
-                              1 << 20);
-    item *it = NULL;
-    int nit = 0, capit = 0, k, bad = 0;
-    caption c;
-    int32_t *ids = xmalloc((size_t)Tx->c.max_len * sizeof(int32_t));
-    while ((k = cap_next(cr, &c)) == CAP_RECORD) {
-        if (c.err[0]) {
-            warnx_("%s: line %ld (%s): %s", o->captions, c.line, c.key, c.err);
-            bad++;
-            caption_free(&c);
-            continue;
-        }
-        const char *akey = c.id ? c.id : c.key;
-        int a = find_clip(clips, nclips, akey);
-        if (a < 0) {
-            if (bad++ < 10) warnx_("%s: line %ld: audio '%s' is not in %s", o->captions, c.line, akey, o->mel);
-            caption_free(&c);
-            continue;
-        }
-        int trunc = 0;
-        char e2[200];
-        int L = wp_encode(wp, c.text, c.len, Tx->c.max_len, ids, &trunc, e2, sizeof e2);
-        if (L <= 0) {
-            warnx_("%s: line %ld (%s): %s", o->captions, c.line, c.key, e2);
-            bad++;
-            caption_free(&c);
-            continue;
-        }
-        if (nit == capit) capit = capit ? 2 * capit : 1024, it = xrealloc(it, (size_t)capit * sizeof *it);
-        it[nit].audio = a, it[nit].ntok = L;
-        it[nit].ids = xmalloc((size_t)L * sizeof(int32_t));
-        memcpy(it[nit].ids, ids, (size_t)L * sizeof(int32_t));
-        it[nit].text = xstrdup(c.text), it[nit].key = xstrdup(c.key);
-        nit++;
-        caption_free(&c);
+    int nit = 0;
+    item *it = read_items(o->captions, o->csv, clips, nclips, o->mel, wp, Tx->c.max_len, &nit);
+    clip *vclips = NULL;
+    item *vit = NULL;
+    int nvclips = 0, nvit = 0;
+    double best = -1;
+    char bestpath[4096];
+    snprintf(bestpath, sizeof bestpath, "%s.best", o->out);
+    if (o->val) {
+        char *v = xstrdup(o->val), *comma = strchr(v, ',');
+        if (!comma) die_usage("--val %s: give MEL.mp,CAPTIONS", o->val);
+        *comma = 0;
+        vclips = read_mels(v, M, &nvclips);
+        for (int i = 0; i < nvclips; i++)
+            if (vclips[i].T < (1 << A->nblocks)) die("%s: key '%s': %d frames, fewer than %d", v, vclips[i].key, vclips[i].T, 1 << A->nblocks);
+        vit = read_items(comma + 1, o->csv, vclips, nvclips, v, wp, Tx->c.max_len, &nvit);
+        free(v);
     }
-    if (k == CAP_ERROR) die("%s: %s", o->captions, cap_error(cr));
-    cap_close(cr);
-    fclose(cf);
-    if (bad) die("%d caption%s could not be used (named above)", bad, bad == 1 ? "" : "s");
     if (nit < o->bs) die("%d items, fewer than one batch of %d", nit, o->bs);
 
     /* teachers (stage 2) */
     int MT = o->nteachers;
     float *ta = NULL, *tt = NULL;
+    int Dt = 0; /* the widest teacher's width: the others zero-padded to it */
     if (MT) {
-        ta = xmalloc((size_t)nit * MT * E * sizeof(float)), tt = xmalloc((size_t)nit * MT * E * sizeof(float));
-        for (int m = 0; m < MT; m++) read_teacher(o->teacher[m], m, MT, it, nit, clips, ta, tt, E);
+        embset(*tes)[2] = xcalloc((size_t)MT, sizeof *tes);
+        char *(*tpaths)[2] = xcalloc((size_t)MT, sizeof *tpaths);
+        for (int m = 0; m < MT; m++) {
+            int w = load_teacher(o->teacher[m], m, tes[m], tpaths[m]);
+            if (w > Dt) Dt = w;
+        }
+        ta = xcalloc((size_t)nit * MT * Dt, sizeof(float)), tt = xcalloc((size_t)nit * MT * Dt, sizeof(float));
+        for (int m = 0; m < MT; m++) {
+            fill_teacher(tes[m], tpaths[m], m, MT, Dt, it, nit, clips, ta, tt);
+            embset_free(&tes[m][0]), embset_free(&tes[m][1]);
+            free(tpaths[m][0]);
+        }
+        free(tes), free(tpaths);
     }
     double wsup = o->loss_weight, wdist = o->distill_weight;
     if (MT && wdist > 0 && o->quirk) wsup = o->loss_weight * o->loss_weight;
@@ -360,8 +433,8 @@ int clap_train_run(const clap_train_opts *o) {
     float *mel = xmalloc((size_t)B * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
           *et = xmalloc((size_t)B * E * sizeof(float)), *da = xmalloc((size_t)B * E * sizeof(float)),
           *dt = xmalloc((size_t)B * E * sizeof(float));
-    float *bta = MT ? xmalloc((size_t)B * MT * E * sizeof(float)) : NULL;
-    float *btt = MT ? xmalloc((size_t)B * MT * E * sizeof(float)) : NULL;
+    float *bta = MT ? xmalloc((size_t)B * MT * Dt * sizeof(float)) : NULL;
+    float *btt = MT ? xmalloc((size_t)B * MT * Dt * sizeof(float)) : NULL;
     int32_t *bids = xmalloc((size_t)B * Tx->c.max_len * sizeof(int32_t));
     int *blen = xmalloc((size_t)B * sizeof(int)), *aid = xmalloc((size_t)B * sizeof(int)), *perm = xmalloc((size_t)nit * sizeof(int));
     uint64_t *dka = xmalloc((size_t)B * sizeof(uint64_t)), *dkt = xmalloc((size_t)B * sizeof(uint64_t));
@@ -400,8 +473,8 @@ int clap_train_run(const clap_train_opts *o) {
                 uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
                 dka[j] = key, dkt[j] = mix(key);
                 if (MT) {
-                    memcpy(bta + (size_t)j * MT * E, ta + (size_t)perm[b * B + j] * MT * E, (size_t)MT * E * sizeof(float));
-                    memcpy(btt + (size_t)j * MT * E, tt + (size_t)perm[b * B + j] * MT * E, (size_t)MT * E * sizeof(float));
+                    memcpy(bta + (size_t)j * MT * Dt, ta + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
+                    memcpy(btt + (size_t)j * MT * Dt, tt + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
                 }
             }
             double lr[4];
@@ -410,7 +483,7 @@ int clap_train_run(const clap_train_opts *o) {
                                        : salsa_lr(ep + (double)b / nb, o->lr[g], o->min_lr, o->warmup, o->ramp0, o->ramp1);
             cnn14t_forward_train(A, ea, mel, B, frames, o->augment ? dka : NULL);
             bertt_forward_train(Tx, et, bids, blen, B, o->augment ? dkt : NULL);
-            contrastive_out lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, B, E, (float)o->tau, wsup, wdist);
+            contrastive_out lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, Dt, B, E, (float)o->tau, wsup, wdist);
             if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
             cnn14t_backward(A, da);
             bertt_backward(Tx, dt);
@@ -434,6 +507,16 @@ int clap_train_run(const clap_train_opts *o) {
                 break;
             }
         }
+        if (o->val && b >= nb) {
+            double r1, map = validate(A, Tx, vclips, nvclips, vit, nvit, &r1);
+            if (!tool_quiet) infox("epoch %d: validation mAP@10 %.4f, R@1 %.4f (%d captions, %d clips)%s", ep + 1, map, r1,
+                                   nvit, nvclips, map > best ? ", the best so far" : "");
+            if (logf) fprintf(logf, "# epoch %d\tval_map10\t%.6f\tval_r1\t%.6f\n", ep + 1, map, r1), fflush(logf);
+            if (map > best) {
+                best = map;
+                write_model(bestpath, src, A, Tx, o, step, NULL, NULL, nit);
+            }
+        }
         /* the position after the last step run: the next batch, or the next epoch's first */
         position here = {step, b < nb ? ep : ep + 1, b < nb ? b : 0};
         if (o->ckpt || stopped) {
@@ -451,7 +534,7 @@ int clap_train_run(const clap_train_opts *o) {
 
     for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel);
     for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
-    free(clips), free(it), free(ids), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
+    free(clips), free(it), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
         free(et), free(da), free(dt), free(bta), free(btt), free(bids), free(blen), free(aid), free(perm), free(dka),
         free(dkt);
     wp_free(wp);

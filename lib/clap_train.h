@@ -19,6 +19,7 @@ typedef struct {
     double loss_weight, distill_weight;
     int quirk;               /* 1: L_sup weighted loss_weight^2 when distilling, as the published code */
     long max_steps;          /* stop after this many steps (0: the whole run) */
+    const char *val;         /* "MEL.mp,CAPTIONS": validation mAP@10 after every epoch, the best model to OUT.best */
     const char *ckpt;        /* checkpoint written after every epoch, at --max-steps and on a stop request */
     const char *resume;      /* a checkpoint to continue from (then --init may be omitted) */
     volatile int *stop;      /* set (by a signal handler) to finish the step, checkpoint and stop */

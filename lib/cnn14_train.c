@@ -175,33 +175,49 @@ static void alloc_acts(cnn14t *m, int B, int T) {
 
 static uint64_t block_key(uint64_t item, int k) { return item ^ ((uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL); }
 
+/* training mode (batch statistics, running statistics updated) or eval mode
+ * (running statistics) */
+static void bn(cnn14t *m, int train, float *out, float *st, int C, int ri, const float *in, int wi, int bi, int O,
+               int S) {
+    if (train)
+        batchnorm_forward_train(out, st, st + C, RB(m, ri), RB(m, ri + 1), in, P(m, wi), P(m, bi), O, C, S, m->bn_eps,
+                                m->momentum);
+    else
+        batchnorm_forward_eval(out, in, P(m, wi), P(m, bi), RB(m, ri), RB(m, ri + 1), O, C, S, m->bn_eps);
+}
+
+static void forward(cnn14t *m, float *e, const float *mel, int B, int T, const uint64_t *drop_keys, int train);
+
 void cnn14t_forward_train(cnn14t *m, float *e, const float *mel, int B, int T, const uint64_t *drop_keys) {
+    forward(m, e, mel, B, T, drop_keys, 1);
+}
+
+void cnn14t_forward_eval(cnn14t *m, float *e, const float *mel, int B, int T) { forward(m, e, mel, B, T, NULL, 0); }
+
+static void forward(cnn14t *m, float *e, const float *mel, int B, int T, const uint64_t *drop_keys, int train) {
     alloc_acts(m, B, T);
     int M = m->n_mels, N = m->nblocks, R = T_RUN(m);
     memcpy(m->mel, mel, (size_t)B * T * M * sizeof(float));
     float *st = m->stats;
     /* bn0 over the mel bins: [B, T, M] is O = B*T rows of C = M channels */
-    batchnorm_forward_train(m->x[0], st, st + M, RB(m, R), RB(m, R + 1), mel, P(m, T_BN0_W), P(m, T_BN0_B), B * T, M,
-                            1, m->bn_eps, m->momentum);
+    bn(m, train, m->x[0], st, M, R, mel, T_BN0_W, T_BN0_B, B * T, 1);
     st += 2 * M;
     int t = T, f = M, cin = 1;
     for (int k = 0; k < N; k++) {
         int c = m->channels[k], P_ = t * f;
         size_t n = (size_t)B * c * P_;
         conv3x3_forward(m->z1[k], m->cols, m->x[k], P(m, T_CONV1(k)), B, cin, c, t, f);
-        batchnorm_forward_train(m->a1[k], st, st + c, RB(m, R + 2 + 4 * k), RB(m, R + 3 + 4 * k), m->z1[k],
-                                P(m, T_BN1_W(k)), P(m, T_BN1_B(k)), B, c, P_, m->bn_eps, m->momentum);
+        bn(m, train, m->a1[k], st, c, R + 2 + 4 * k, m->z1[k], T_BN1_W(k), T_BN1_B(k), B, P_);
         relu_forward(m->a1[k], m->a1[k], n);
         st += 2 * c;
         conv3x3_forward(m->z2[k], m->cols, m->a1[k], P(m, T_CONV2(k)), B, c, c, t, f);
-        batchnorm_forward_train(m->a2[k], st, st + c, RB(m, R + 4 + 4 * k), RB(m, R + 5 + 4 * k), m->z2[k],
-                                P(m, T_BN2_W(k)), P(m, T_BN2_B(k)), B, c, P_, m->bn_eps, m->momentum);
+        bn(m, train, m->a2[k], st, c, R + 4 + 4 * k, m->z2[k], T_BN2_W(k), T_BN2_B(k), B, P_);
         relu_forward(m->a2[k], m->a2[k], n);
         st += 2 * c;
         avgpool2x2_forward(m->x[k + 1], m->a2[k], B * c, t, f);
         t /= 2, f /= 2;
         size_t ni = (size_t)c * t * f;
-        m->dropped = drop_keys && m->dropout > 0;
+        m->dropped = train && drop_keys && m->dropout > 0;
         if (m->dropped) {
             for (int b = 0; b < B; b++) dropout_mask(m->mask[k] + b * ni, ni, m->dropout, block_key(drop_keys[b], k));
             dropout_apply(m->x[k + 1], m->mask[k], 1.0f / (1.0f - m->dropout), (size_t)B * ni);

@@ -66,6 +66,9 @@ int cnn14t_find(const cnn14t *m, const char *name);
  * epoch, item); block k's mask of item b is keyed by drop_keys[b] and k).
  * The activations are kept for cnn14t_backward. */
 void cnn14t_forward_train(cnn14t *m, float *e, const float *mel, int B, int T, const uint64_t *drop_keys);
+/* The same in eval mode (what clap-audio computes: running statistics, no
+ * dropout); nothing is updated. */
+void cnn14t_forward_eval(cnn14t *m, float *e, const float *mel, int B, int T);
 /* grads += d loss / d params, given de[B, E] = d loss / d e of the last
  * training forward pass */
 void cnn14t_backward(cnn14t *m, const float *de);

@@ -13,6 +13,7 @@ the bundled test CLAP with random mel clips and captions, dropout off
   exit 2; checkpoints: a run stopped after 4 steps (--max-steps) or by
   SIGTERM and resumed ends with the same bytes as the uninterrupted run,
   dropout on; the checkpoint is a model file clap-audio reads."""
+import io
 import os
 import signal
 import subprocess
@@ -275,4 +276,28 @@ rc3, e3 = train("--resume", path("sig.st.ckpt"), "--epochs", E, "-o", path("sig2
 check("SIGTERM: exit 2, a checkpoint (OUT.ckpt) written, no model; resumed: the uninterrupted run's bytes",
       p.returncode == 2 and not os.path.exists(path("sig.st")) and rc1 == rc3 == 0
       and same_tensors(path("long.st"), path("sig2.st")), "%s %s" % (p.returncode, (err + e3)[-300:]))
+# ------------------------------------------------------------------ --val: mAP@10 after every epoch, the best kept
+rc, err = train("--init", MODEL, "--epochs", 3, "--val", "%s,%s" % (path("mel.mp"), path("caps.tsv")),
+                "--log", path("val.tsv"), "-o", path("v.st"))
+vals = [float(l.split("\t")[2]) for l in open(path("val.tsv")).read().splitlines() if l.startswith("# epoch")] \
+    if rc == 0 else []
+ok = rc == 0 and len(vals) == 3 and os.path.exists(path("v.st.best"))
+if ok:
+    ra = subprocess.run([tool("clap-audio"), "-q", "-m", path("v.st.best"), path("mel.mp")], capture_output=True)
+    rt = subprocess.run([tool("clap-text"), "-q", "-m", path("v.st.best")], input="".join(
+        "%s\t%s\n" % it for it in items).encode(), capture_output=True)
+    A_ = {r["key"]: r["emb"] for r in ws.read_stream(io.BytesIO(ra.stdout))[1]} if ra.returncode == 0 else {}
+    T_ = [r["emb"] for r in ws.read_stream(io.BytesIO(rt.stdout))[1]] if rt.returncode == 0 else []
+    ok = len(A_) == len(clips) and len(T_) == len(items)
+if ok:
+    Am = np.stack([A_[k] for k in clips])
+    ranks = []
+    for i, (k, _) in enumerate(items):
+        s_ = Am @ T_[i]
+        tgt = clips.index(k)
+        ranks.append(1 + int((s_ > s_[tgt]).sum()) + int((s_[:tgt] == s_[tgt]).sum()))
+    m10 = float(np.mean([1.0 / r if r <= 10 else 0.0 for r in ranks]))
+    ok = abs(m10 - max(vals)) < 1e-6
+check("--val: mAP@10 after every epoch; the best epoch's model (OUT.best), through clap-audio and clap-text, "
+      "scores the best mAP@10 logged", ok, (vals, err[-200:]))
 done()
