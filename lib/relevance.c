@@ -164,6 +164,7 @@ static void on_row(int term, void *ctx_) {
         if (dup) free(list[i]);
         else list[m++] = list[i];
     }
+    list[m] = NULL;
     if (m == 0) {
         free(list);
         bad_row(c, line, "no relevant audio");

@@ -23,6 +23,7 @@
 #include "../fuzz/fuzz_captions.c"
 #include "../fuzz/fuzz_ptb.c"
 #include "../fuzz/fuzz_refs.c"
+#include "../fuzz/fuzz_relevance.c"
 #include "../fuzz/fuzz_safetensors.c"
 #include "../fuzz/fuzz_stream.c"
 #include "../fuzz/fuzz_wordpiece.c"
@@ -37,7 +38,7 @@ static const harness harnesses[] = {
     {"audio", audio_init, audio_one},         {"captions", captions_init, captions_one},
     {"ptb", ptb_init, ptb_one},               {"refs", refs_init, refs_one},
     {"safetensors", safetensors_init, safetensors_one}, {"stream", stream_init, stream_one},
-    {"wordpiece", wordpiece_init, wordpiece_one}, {"bpe", bpe_init, bpe_one},
+    {"wordpiece", wordpiece_init, wordpiece_one}, {"bpe", bpe_init, bpe_one}, {"relevance", relevance_init, relevance_one},
 };
 
 static uint8_t *read_file(const char *path, size_t *n) {
