@@ -123,3 +123,10 @@ world:
 	/usr/bin/python3 scripts/world.py --seed $(WORLD_SEED) -j $(WORLD_J) -o world
 world-small:
 	/usr/bin/python3 scripts/world.py --small --seed $(WORLD_SEED) -j $(WORLD_J) -o world-small
+
+# Both papers' experiments in the sound world (pipelines/world-experiment, docs/world-results.md): builds
+# the world into world-exp/world (or WORLD_EXP_ARGS="--world world" to reuse one), trains the CLAPs and
+# decoders, evaluates, and rewrites docs/world-results.md. WORLD_EXP_ARGS: more options (--small, --seeds ...).
+.PHONY: world-experiment
+world-experiment: all
+	nice pipelines/world-experiment -j $(WORLD_J) --world-seed $(WORLD_SEED) --doc docs/world-results.md $(WORLD_EXP_ARGS)

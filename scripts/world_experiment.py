@@ -198,11 +198,27 @@ def cmd_report(d):
         cfg["world_seed"], ", ".join(cfg["seeds"]), cfg["s2_seed"], cfg["dec_seed"], cfg["threads"], cfg["machine"]))
     w("")
     total = 0.0
+    groups, order = {}, []
+    for name, sec, *_ in timings:
+        g = name
+        for m in cfg["models"]:
+            if name.startswith(m + "-") and name != m + "-train":
+                g = "%s: embeddings of every split, retrieval" % m
+        if name.startswith("mel-"):
+            g = "wav2mel of every split"
+        elif name.startswith(("cap-", "score-")):
+            g = "decoding and scoring (ad, ni, nies, nnd, pd, sup, references)"
+        elif name.startswith(("gap-", "sigma")):
+            g = "gapshift estimate, sigma, plot"
+        if g not in groups:
+            order.append(g)
+            groups[g] = 0.0
+        groups[g] += float(sec)
+        total += float(sec)
     w("| step | seconds |")
     w("|---|---|")
-    for name, sec, *_ in timings:
-        total += float(sec)
-        w("| %s | %.0f |" % (name, float(sec)))
+    for g in order:
+        w("| %s | %.0f |" % (g, groups[g]))
     w("| **total** | **%.0f** (%.1f min) |" % (total, total / 60))
     w("")
     w("Every command the run executed, in order, is in `%s/commands.sh` (a recipe to rerun on other data by "
