@@ -533,6 +533,9 @@ int clap_train_run(const clap_train_opts *o) {
     }
 
     for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel);
+    for (int i = 0; i < nvclips; i++) free(vclips[i].key), free(vclips[i].mel);
+    for (int i = 0; i < nvit; i++) free(vit[i].ids), free(vit[i].text), free(vit[i].key);
+    free(vclips), free(vit);
     for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
     free(clips), free(it), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
         free(et), free(da), free(dt), free(bta), free(btt), free(bids), free(blen), free(aid), free(perm), free(dka),
