@@ -464,13 +464,17 @@ int clap_train_run(const clap_train_opts *o) {
                 const item *x = &it[perm[b * B + j]];
                 const clip *cl = &clips[x->audio];
                 float *dst = mel + (size_t)j * frames * M;
-                int T = cl->T < frames ? cl->T : frames;
-                memcpy(dst, cl->mel, (size_t)T * M * sizeof(float));
+                uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
+                /* a longer clip: a window of `frames` frames at a random start, as WavCaps'
+                 * AudioCaptionDataset crops the waveform to max_length (the first with
+                 * --no-augment); a shorter one padded with silence, as its collate pads */
+                int T = cl->T < frames ? cl->T : frames, c0 = 0;
+                if (cl->T > frames && o->augment) c0 = (int)(mix(key ^ 0x63726f70ULL) % (uint64_t)(cl->T - frames + 1));
+                memcpy(dst, cl->mel + (size_t)c0 * M, (size_t)T * M * sizeof(float));
                 for (size_t q = (size_t)T * M; q < (size_t)frames * M; q++) dst[q] = -100.0f; /* log10(1e-10) dB: silence */
                 memcpy(bids + Lsum, x->ids, (size_t)x->ntok * sizeof(int32_t));
                 blen[j] = x->ntok, Lsum += x->ntok;
                 aid[j] = x->audio;
-                uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
                 dka[j] = key, dkt[j] = mix(key);
                 if (MT) {
                     memcpy(bta + (size_t)j * MT * Dt, ta + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));

@@ -300,4 +300,21 @@ if ok:
     ok = abs(m10 - max(vals)) < 1e-6
 check("--val: mAP@10 after every epoch; the best epoch's model (OUT.best), through clap-audio and clap-text, "
       "scores the best mAP@10 logged", ok, (vals, err[-200:]))
+# ------------------------------------------------------------------ --frames: crop and pad
+with open(path("mel64.mp"), "wb") as f:
+    ws.write_stream(f, "test", ({"key": k, "mel": mels[k].numpy()[:64]} for k in clips))
+base = ["--captions", path("caps.tsv"), "--bs", "4", "--no-shuffle", "-j", "1", "-q", "--epochs", 1, "--init", MODEL]
+r1 = subprocess.run([tool("clap-train"), "--mel", path("mel.mp"), "--frames", "64", "--no-augment", "-o", path("f1.st")]
+                    + [str(a) for a in base], capture_output=True, text=True)
+r2 = subprocess.run([tool("clap-train"), "--mel", path("mel64.mp"), "--no-augment", "-o", path("f2.st")]
+                    + [str(a) for a in base], capture_output=True, text=True)
+r3 = subprocess.run([tool("clap-train"), "--mel", path("mel.mp"), "--frames", "64", "-o", path("f3.st"), "--seed", "7"]
+                    + [str(a) for a in base], capture_output=True, text=True)
+r4 = subprocess.run([tool("clap-train"), "--mel", path("mel.mp"), "--frames", "64", "-o", path("f4.st"), "--seed", "7"]
+                    + [str(a) for a in base], capture_output=True, text=True)
+check("--frames 64 --no-augment trains on the first 64 frames (= the clips cut beforehand); with augmentation the "
+      "random crops are the same for the same seed",
+      r1.returncode == r2.returncode == r3.returncode == r4.returncode == 0 and same_tensors(path("f1.st"), path("f2.st"))
+      and same_tensors(path("f3.st"), path("f4.st")) and not same_tensors(path("f1.st"), path("f3.st")),
+      (r1.stderr + r2.stderr + r3.stderr)[-300:])
 done()
