@@ -468,6 +468,8 @@ static int cmd_retrieval(int argc, char **argv) {
         close_stdout_or_die();
         failed += p;
         if (!tool_quiet || failed) fprintf(stderr, "score: relevance %s: %ld problems\n", rpath, failed);
+        embset_free(&A);
+        embset_free(&T);
         return failed ? EXIT_PARTIAL : EXIT_OK;
     }
 

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-from tap import check, done, tool
+from tap import VALGRIND, check, done, tool
 import wsacstream as ws
 
 SCORE = tool("score")
@@ -219,6 +219,11 @@ for args, code, what in [(["-R", rp, "--map", rp], 1, "--map with --relevance"),
     rc, out, err, js = run("retrieval", "-a", ap, "-t", tp, *args)
     check("%s: exit %d, said on stderr" % (what, code), rc == code and err.startswith("score:") and out == "",
           (rc, err, out))
+if VALGRIND:
+    p = subprocess.run(["valgrind", "--leak-check=full", "--errors-for-leak-kinds=all", "--error-exitcode=99", SCORE,
+                        "retrieval", "-q", "-a", ap, "-t", tp, "-R", rp], capture_output=True)
+    check("valgrind --leak-check=full: no errors, no leaks (the file with every kind of problem)",
+          p.returncode == 3 and b"ERROR SUMMARY: 0 errors" in p.stderr, p.stderr[-600:])
 p = subprocess.run([SCORE, "--help"], capture_output=True, text=True)
 check("--help names --relevance and --ap-divisor", p.returncode == 0 and "--relevance FILE" in p.stdout
       and "--ap-divisor" in p.stdout)
