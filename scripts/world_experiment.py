@@ -7,10 +7,15 @@
   world_experiment.py captions CAPTIONS.csv [--col I] [--shift K]
       KEY<TAB>CAPTION with caption_I of the scene K rows further on (cyclic): --shift 0 gives a
       scene's own reference, --shift 1 another scene's (a caption-independent baseline)
+  world_experiment.py vocab CAPTIONS.csv > vocab.txt
+      a WordPiece vocabulary of the captions' words (BERT's basic tokenizer: lower case, split at
+      white space and punctuation), the five special tokens first: a decoder over it needs an
+      output layer of a few hundred rows instead of bert-base-uncased's 30522
   world_experiment.py get FILE.json KEY[.KEY...]
       print one value of a JSON file (for the shell)
-  world_experiment.py report DIR
-      docs/world-results.md from what the pipeline left in DIR (Markdown on stdout)
+  world_experiment.py report DIR [NOTE.md]
+      docs/world-results.md from what the pipeline left in DIR (Markdown on stdout); NOTE.md, if
+      given, is inserted after the first paragraph (a status written by hand)
 """
 import csv
 import json
@@ -55,6 +60,20 @@ def cmd_captions(csvpath, col=1, shift=0):
     return 0
 
 
+def cmd_vocab(csvpath):
+    import re
+    import unicodedata
+    words = set()
+    for _, caps in read_csv(csvpath):
+        for c in caps:
+            c = unicodedata.normalize("NFD", c.lower())
+            c = "".join(ch for ch in c if unicodedata.category(ch) != "Mn")
+            for t in re.findall(r"[^\W_]+|[^\w\s]|_", c):
+                words.add(t)
+    sys.stdout.write("".join(w + "\n" for w in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)))
+    return 0
+
+
 def cmd_get(path, dotted):
     with open(path) as f:
         v = json.load(f)
@@ -82,7 +101,7 @@ def num(v, fmt="%.3f"):
     return "—" if v is None else fmt % v
 
 
-def cmd_report(d):
+def cmd_report(d, note=None):
     with open(os.path.join(d, "config.json")) as f:
         cfg = json.load(f)
     timings = []
@@ -101,6 +120,10 @@ def cmd_report(d):
       % (" ".join(cfg["argv"]), cfg["date"], cfg["world"], cfg["n_train"], cfg["n_val"], cfg["n_test"],
          cfg["world_seed"]))
     w("")
+    if note:
+        with open(note) as f:
+            w(f.read().rstrip("\n"))
+        w("")
     n_test = int(cfg["n_test"])
     # chance of mAP@10 for one relevant item among N: (1/N) * H_10 (t2a: one clip per caption);
     # a2t: 5 relevant captions among 5N, close to the same
@@ -174,7 +197,10 @@ def cmd_report(d):
     if cider.get("pd") is not None and cider.get("sup"):
         w("**Headline (WSAC's statistic): PD reaches %.0f%% of the supervised decoder's CIDEr-D** (%.3f / %.3f)."
           % (100 * cider["pd"] / cider["sup"], cider["pd"], cider["sup"]))
-        w("")
+    else:
+        w("**Headline (WSAC's statistic): PD as a share of the supervised decoder's CIDEr-D: undefined here** "
+          "(PD %s, supervised %s)." % (num(cider.get("pd")), num(cider.get("sup"))))
+    w("")
     w("## The modality gap of the captioning CLAP")
     w("")
     w("| split | ‖gap‖ | mean cos of true pairs | mean cos audio–audio | mean cos text–text | mean cos audio–text |")
@@ -242,10 +268,12 @@ def main(argv):
         if "--shift" in args:
             shift = int(args[args.index("--shift") + 1])
         return cmd_captions(args[0], col, shift)
+    if cmd == "vocab" and len(args) == 1:
+        return cmd_vocab(args[0])
     if cmd == "get" and len(args) == 2:
         return cmd_get(*args)
-    if cmd == "report" and len(args) == 1:
-        return cmd_report(args[0])
+    if cmd == "report" and len(args) in (1, 2):
+        return cmd_report(*args)
     print("world_experiment.py: bad usage (see --help)", file=sys.stderr)
     return 1
 
