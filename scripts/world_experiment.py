@@ -210,9 +210,11 @@ def cmd_report(d, note=None):
                                                num(g.get("within_audio_cos")), num(g.get("within_text_cos")),
                                                num(g.get("across_cos"))))
     w("")
-    w("σ (`gapshift sigma`, training captions): %s, σ² = %s. Plot of the test audio and captions before and "
-      "after PD onto the training-caption memory: `%s/gap-pd.svg` (`gapshift plot`)."
-      % (num(sig.get("sigma"), "%.4f"), num(sig.get("variance"), "%.4g"), cfg["out"]))
+    w("σ (`gapshift sigma`, training captions): %s, σ² = %s. The test audio and captions before and after PD "
+      "onto the training-caption memory (`gapshift plot`, PCA; `%s/gap-pd.svg`, copied beside the report as "
+      "`world-gap-pd.svg`):" % (num(sig.get("sigma"), "%.4f"), num(sig.get("variance"), "%.4g"), cfg["out"]))
+    w("")
+    w("![the modality gap before and after PD](world-gap-pd.svg)")
     w("")
     w("## Commands, seeds and timings")
     w("")
