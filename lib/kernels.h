@@ -164,6 +164,13 @@ void attention_forward(float *out, float *att, const float *qkv, const uint8_t *
 /* dqkv[N, 3C] overwritten */
 void attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att, const uint8_t *mask,
                         float dscale, const int *off, const int *len, int B, int Tm, int C, int NH, int causal);
+/* Without causal, a (sequence, head) is two sgemms forward and four backward;
+ * the naive twins run the scalar loops the causal path uses, for tests. */
+void attention_forward_naive(float *out, float *att, const float *qkv, const uint8_t *mask, float dscale,
+                             const int *off, const int *len, int B, int Tm, int C, int NH, int causal);
+void attention_backward_naive(float *dqkv, const float *dout, const float *qkv, const float *att,
+                              const uint8_t *mask, float dscale, const int *off, const int *len, int B, int Tm, int C,
+                              int NH, int causal);
 
 /* Dropout masks: mask[i] = 1 (keep) with probability 1 - p, from a
  * counter-based generator: the bits depend on (key, i) only, not on threads.
