@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clap_init.h"
 #include "kernels.h"
 #include "nn.h"
 #include "safetensors.h"
@@ -39,6 +40,8 @@ int bertt_find(const bertt *m, const char *name) {
 }
 
 bertt *bertt_load(const char *path, char *err, size_t errlen) {
+    /* a RoBERTa tower (SALSA), or none: named, before the first missing tensor would be */
+    if (clap_check_family(path, 0, err, errlen)) return NULL;
     st_file *f = st_open(path, err, errlen);
     if (!f) return NULL;
     bert_model bm;
