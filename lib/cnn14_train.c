@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clap_init.h"
 #include "cnn14.h"
 #include "kernels.h"
 #include "nn.h"
@@ -91,6 +92,7 @@ static void put(cnn14t *m, const char *name, const float *src) {
 }
 
 cnn14t *cnn14t_load(const char *path, char *err, size_t errlen) {
+    if (clap_check_family(path, 1, err, errlen)) return NULL; /* a PaSST tower (SALSA), or none: named */
     cnn14_model *src = cnn14_load(path, CNN14_IM2COL, err, errlen);
     if (!src) return NULL;
     if (src->cfg.nblocks > CNN14T_MAX_BLOCKS) {
