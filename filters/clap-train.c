@@ -10,13 +10,37 @@
 
 static const char usage[] =
     "Usage: clap-train --init MODEL --mel MEL.mp --captions CAPTIONS -o OUT [OPTIONS]\n"
-    "Train the audio-text model MODEL (a CLAP file clap-audio and clap-text read)\n"
-    "contrastively, as SALSA does, and write the trained model to OUT.\n"
+    "       clap-train --new --vocab VOCAB.txt [SIZES] --mel ... -o OUT [OPTIONS]\n"
+    "       clap-train --new --vocab VOCAB.txt [SIZES] --save-init NEW\n"
+    "Train the audio-text model MODEL (a CLAP file clap-audio and clap-text read),\n"
+    "or a new CNN14-BERT one, contrastively, as SALSA does, and write the trained\n"
+    "model to OUT.\n"
     "MEL.mp: a wav2mel stream keyed by audio; CAPTIONS: a Clotho/AudioCaps CSV\n"
     "(name ending in .csv, or --csv) or AUDIOKEY<TAB>CAPTION lines. An item is\n"
     "one (audio, caption) pair; items with the same audio are positives.\n"
     "\n"
-    "  -m, --init MODEL         the model to start from (required)\n"
+    "  -m, --init MODEL         the model to start from\n"
+    "      --new                a new model from SIZES (WavCaps' initialisation;\n"
+    "                           default sizes: CNN14-BERT-base, as WavCaps')\n"
+    "      --vocab FILE         the new model's BERT vocab.txt (its token count is\n"
+    "                           the vocabulary: bert-base-uncased's for WavCaps)\n"
+    "      --save-init FILE     write the new, untrained model to FILE as well;\n"
+    "                           without --mel, write it and stop\n"
+    "      --init-seed S        the new model's weights (default: --seed)\n"
+    "SIZES (with --new):\n"
+    "      --audio-channels C1,..,CN\n"
+    "                           CNN14's ConvBlock widths (64,128,256,512,1024,2048)\n"
+    "      --audio-blocks N, --audio-width W\n"
+    "                           N ConvBlocks of W, 2W, 4W... channels (6, 64)\n"
+    "      --n-mels M           mel bins (64; at least 2^N)\n"
+    "      --embed D            the shared embedding: both projections (1024)\n"
+    "      --text-layers L      BERT layers (12)\n"
+    "      --text-width H       BERT hidden size (768)\n"
+    "      --text-heads NH      attention heads, dividing H (12)\n"
+    "      --text-ffn F         feed-forward size (3072)\n"
+    "      --text-max-pos P     position embeddings (512)\n"
+    "      --text-max-len N     tokens a caption, [CLS] [SEP] included (30)\n"
+    "Training:\n"
     "      --mel FILE           the mel stream (required)\n"
     "      --captions FILE      the captions (required)\n"
     "      --csv                CAPTIONS is CSV whatever its name\n"
@@ -58,13 +82,32 @@ static const char usage[] =
     "  -h, --help               show this help\n"
     "\n"
     "SIGINT/SIGTERM: the step finishes, a checkpoint is written, the run stops.\n"
-    "Exit status: 0 trained and written, 1 usage error, 2 fatal (unreadable model\n"
-    "or stream, a caption whose audio is missing, a missing teacher embedding) or\n"
-    "stopped by a signal (checkpoint written).\n";
+    "Exit status: 0 trained and written, 1 usage error, 2 fatal (unreadable model,\n"
+    "a model of another architecture or without a tower, unreadable stream, a\n"
+    "caption whose audio is missing, a missing teacher embedding) or stopped by a\n"
+    "signal (checkpoint written).\n";
 
 enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP, O_LRTP, O_MINLR, O_WARM, O_R0, O_R1,
        O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
-       O_LOG, O_CKPT, O_RESUME, O_VAL };
+       O_LOG, O_CKPT, O_RESUME, O_VAL, O_NEW, O_VOCAB, O_SAVEINIT, O_INITSEED, O_ACH, O_ABL, O_AW, O_NMELS, O_EMBED,
+       O_TL, O_TW, O_TH, O_TF, O_TP, O_TML };
+
+/* C1,C2,...: the ConvBlock widths */
+static int parse_channels(const char *s, int *ch) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 65536) die_usage("--audio-channels '%s': give positive widths like 64,128,256", s);
+        if (n == CLAP_MAX_BLOCKS) die_usage("--audio-channels '%s': at most %d ConvBlocks", s, CLAP_MAX_BLOCKS);
+        ch[n++] = (int)v;
+        if (!*end) break;
+        if (*end != ',') die_usage("--audio-channels '%s': give positive widths like 64,128,256", s);
+        p = end + 1;
+    }
+    return n;
+}
 
 /* SIGINT/SIGTERM: finish the step, write a checkpoint, stop */
 static volatile int stop_flag;
@@ -93,11 +136,20 @@ int main(int argc, char **argv) {
         {"log", required_argument, 0, O_LOG},      {"threads", required_argument, 0, 'j'},
         {"checkpoint", required_argument, 0, O_CKPT}, {"resume", required_argument, 0, O_RESUME},
         {"val", required_argument, 0, O_VAL},
+        {"new", no_argument, 0, O_NEW},           {"vocab", required_argument, 0, O_VOCAB},
+        {"save-init", required_argument, 0, O_SAVEINIT}, {"init-seed", required_argument, 0, O_INITSEED},
+        {"audio-channels", required_argument, 0, O_ACH}, {"audio-blocks", required_argument, 0, O_ABL},
+        {"audio-width", required_argument, 0, O_AW}, {"n-mels", required_argument, 0, O_NMELS},
+        {"embed", required_argument, 0, O_EMBED},  {"text-layers", required_argument, 0, O_TL},
+        {"text-width", required_argument, 0, O_TW}, {"text-heads", required_argument, 0, O_TH},
+        {"text-ffn", required_argument, 0, O_TF},  {"text-max-pos", required_argument, 0, O_TP},
+        {"text-max-len", required_argument, 0, O_TML},
         {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     clap_train_opts o;
     clap_train_defaults(&o);
-    int c;
+    int c, sized = 0, blocks = 0, width = 0, listed = 0;
+    clap_sizes *z = &o.sizes;
     while ((c = getopt_long(argc, argv, ":m:o:j:vqh", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': o.init = optarg; break;
@@ -139,6 +191,21 @@ int main(int argc, char **argv) {
         case O_CKPT: o.ckpt = optarg; break;
         case O_RESUME: o.resume = optarg; break;
         case O_VAL: o.val = optarg; break;
+        case O_NEW: o.new_model = 1; break;
+        case O_VOCAB: o.vocab = optarg; break;
+        case O_SAVEINIT: o.save_init = optarg; break;
+        case O_INITSEED: o.init_seed = parse_long("--init-seed", optarg, 0, 0x7fffffffL); break;
+        case O_ACH: z->nblocks = parse_channels(optarg, z->channels), listed = 1, sized = 1; break;
+        case O_ABL: blocks = (int)parse_long("--audio-blocks", optarg, 1, CLAP_MAX_BLOCKS), sized = 1; break;
+        case O_AW: width = (int)parse_long("--audio-width", optarg, 1, 65536), sized = 1; break;
+        case O_NMELS: z->n_mels = (int)parse_long("--n-mels", optarg, 1, 4096), sized = 1; break;
+        case O_EMBED: z->embed = (int)parse_long("--embed", optarg, 1, 65536), sized = 1; break;
+        case O_TL: z->layers = (int)parse_long("--text-layers", optarg, 1, 1024), sized = 1; break;
+        case O_TW: z->hidden = (int)parse_long("--text-width", optarg, 1, 65536), sized = 1; break;
+        case O_TH: z->heads = (int)parse_long("--text-heads", optarg, 1, 65536), sized = 1; break;
+        case O_TF: z->intermediate = (int)parse_long("--text-ffn", optarg, 1, 1 << 20), sized = 1; break;
+        case O_TP: z->positions = (int)parse_long("--text-max-pos", optarg, 3, 1 << 16), sized = 1; break;
+        case O_TML: z->max_len = (int)parse_long("--text-max-len", optarg, 3, 1 << 16), sized = 1; break;
         case 'j': o.threads = (int)parse_long("--threads", optarg, 1, 256); break;
         case 'v': tool_verbose++; break;
         case 'q': tool_quiet = 1; break;
@@ -147,10 +214,32 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) die_usage("unexpected argument '%s'", argv[optind]);
-    if (!o.init && !o.resume) die_usage("no model: give --init MODEL (or --resume CHECKPOINT)");
-    if (!o.mel) die_usage("no mel stream: give --mel FILE");
-    if (!o.captions) die_usage("no captions: give --captions FILE");
-    if (!o.out) die_usage("no output: give -o FILE");
+    if (o.new_model) {
+        if (o.init) die_usage("--new and --init: give one of them");
+        if (o.resume) die_usage("--new and --resume: a checkpoint already holds its model");
+        if (!o.vocab) die_usage("--new needs --vocab VOCAB.txt (bert-base-uncased's for WavCaps' sizes)");
+        if (listed && (blocks || width)) die_usage("--audio-channels, or --audio-blocks and --audio-width, not both");
+        if (blocks || width) {
+            if (blocks) z->nblocks = blocks;
+            int w = width ? width : z->channels[0];
+            for (int k = 0; k < z->nblocks; k++) {
+                if ((long)w << k > 65536) die_usage("--audio-width %d: block %d would have %ld channels", w, k + 1, (long)w << k);
+                z->channels[k] = w << k;
+            }
+        }
+        char err[300];
+        if (clap_sizes_check(z, err, sizeof err)) die_usage("--new: %s", err);
+    } else if (sized || o.vocab || o.save_init || o.init_seed >= 0) {
+        die_usage("the model sizes, --vocab, --save-init and --init-seed go with --new");
+    }
+    int init_only = o.new_model && o.save_init && !o.mel && !o.captions && !o.out;
+    if (!o.init && !o.resume && !o.new_model)
+        die_usage("no model: give --init MODEL, --new (with sizes), or --resume CHECKPOINT");
+    if (!init_only) {
+        if (!o.mel) die_usage("no mel stream: give --mel FILE");
+        if (!o.captions) die_usage("no captions: give --captions FILE");
+        if (!o.out) die_usage("no output: give -o FILE");
+    }
     if (o.distill_weight > 0 && !o.nteachers) die_usage("--distill-weight needs at least one --teacher");
     if (o.ramp1 < o.ramp0) die_usage("--rampdown-stop must not come before --rampdown-start");
     struct sigaction sa;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bert_train.h"
 #include "captions.h"
@@ -36,6 +37,8 @@ void clap_train_defaults(clap_train_opts *o) {
     o->min_lr = 1e-7, o->warmup = 1, o->ramp0 = 1, o->ramp1 = 15;
     o->b1 = 0.9, o->b2 = 0.999, o->eps = 1e-8, o->wd = 0, o->tau = 0.05;
     o->loss_weight = 1, o->distill_weight = 0, o->quirk = 1;
+    clap_sizes_default(&o->sizes);
+    o->init_seed = -1;
 }
 
 typedef struct {
@@ -228,8 +231,8 @@ typedef struct {
 
 /* the trained model file: every tensor of the input file, the trained ones
  * replaced; with moments (a checkpoint), AdamW's state and the position too */
-static void write_model(const char *out, const char *init, cnn14t *A, bertt *Tx, const clap_train_opts *o, long steps,
-                        float *const mom[4], const position *pos, int nitems) {
+static void write_model(const char *out, const char *init, const char *init_name, cnn14t *A, bertt *Tx,
+                        const clap_train_opts *o, long steps, float *const mom[4], const position *pos, int nitems) {
     char err[700];
     st_file *f = st_open(init, err, sizeof err);
     if (!f) die("%s", err);
@@ -283,7 +286,7 @@ static void write_model(const char *out, const char *init, cnn14t *A, bertt *Tx,
     }
     char st[32], src[512], ep[32], ba[32], sd[32], bs[32], ni[32];
     snprintf(st, sizeof st, "%ld", steps);
-    snprintf(src, sizeof src, "%s", o->init ? o->init : o->resume);
+    snprintf(src, sizeof src, "%s", init_name);
     meta[2 * k] = "clap.train.steps", meta[2 * k + 1] = st, k++;
     meta[2 * k] = "clap.train.init", meta[2 * k + 1] = src, k++;
     meta[2 * k] = "clap.train.stage", meta[2 * k + 1] = o->nteachers ? "2" : "1", k++;
@@ -341,10 +344,37 @@ static void read_state(const char *path, cnn14t *A, bertt *Tx, float *const mom[
     st_close(f);
 }
 
+/* the new model's file while it is only the start of a run (no --save-init) */
+static char new_tmp[4200];
+static void remove_new_tmp(void) {
+    if (new_tmp[0]) unlink(new_tmp);
+}
+
 int clap_train_run(const clap_train_opts *o) {
     char err[700];
     gemm_init(o->threads);
     const char *src = o->resume ? o->resume : o->init; /* the weights to start from */
+    char init_name[600];
+    snprintf(init_name, sizeof init_name, "%s", o->init ? o->init : o->resume ? o->resume : "");
+    if (o->new_model && !o->resume) {
+        /* a new model: written as a model file, then trained as --init would
+         * train it (write_model copies its tokenizer and metadata) */
+        uint64_t seed = (uint64_t)(o->init_seed >= 0 ? o->init_seed : o->seed);
+        char source[64];
+        snprintf(source, sizeof source, "clap-train --new --init-seed %llu", (unsigned long long)seed);
+        if (o->save_init) {
+            src = o->save_init;
+        } else {
+            snprintf(new_tmp, sizeof new_tmp, "%s.new.%ld", o->out, (long)getpid());
+            atexit(remove_new_tmp);
+            src = new_tmp;
+        }
+        if (clap_new_write(src, &o->sizes, o->vocab, seed, source, err, sizeof err)) die("%s", err);
+        snprintf(init_name, sizeof init_name, "%s%s%s", source, o->save_init ? ", saved as " : "",
+                 o->save_init ? o->save_init : "");
+        if (!tool_quiet && o->save_init) infox("new model written to %s", o->save_init);
+        if (!o->mel) return EXIT_OK; /* --save-init alone */
+    }
     cnn14t *A = cnn14t_load(src, err, sizeof err);
     if (!A) die("%s", err);
     bertt *Tx = bertt_load(src, err, sizeof err);
@@ -518,13 +548,13 @@ int clap_train_run(const clap_train_opts *o) {
             if (logf) fprintf(logf, "# epoch %d\tval_map10\t%.6f\tval_r1\t%.6f\n", ep + 1, map, r1), fflush(logf);
             if (map > best) {
                 best = map;
-                write_model(bestpath, src, A, Tx, o, step, NULL, NULL, nit);
+                write_model(bestpath, src, init_name, A, Tx, o, step, NULL, NULL, nit);
             }
         }
         /* the position after the last step run: the next batch, or the next epoch's first */
         position here = {step, b < nb ? ep : ep + 1, b < nb ? b : 0};
         if (o->ckpt || stopped) {
-            write_model(ckpt, src, A, Tx, o, step, mom, &here, nit);
+            write_model(ckpt, src, init_name, A, Tx, o, step, mom, &here, nit);
             if (!tool_quiet && (stopped || tool_verbose)) infox("checkpoint %s at step %ld", ckpt, step);
         }
     }
@@ -532,7 +562,7 @@ int clap_train_run(const clap_train_opts *o) {
     if (stopped) {
         warnx_("stopped by a signal after step %ld; resume with --resume %s", step, ckpt);
     } else {
-        write_model(o->out, src, A, Tx, o, step, NULL, NULL, nit);
+        write_model(o->out, src, init_name, A, Tx, o, step, NULL, NULL, nit);
         if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
     }
 

@@ -6,6 +6,8 @@
 #ifndef WSAC_CLAP_TRAIN_H
 #define WSAC_CLAP_TRAIN_H
 
+#include "clap_init.h"
+
 typedef struct {
     const char *init, *mel, *captions, *out, *log;
     int csv;                 /* captions are CSV (also: a name ending in .csv) */
@@ -23,10 +25,17 @@ typedef struct {
     const char *ckpt;        /* checkpoint written after every epoch, at --max-steps and on a stop request */
     const char *resume;      /* a checkpoint to continue from (then --init may be omitted) */
     volatile int *stop;      /* set (by a signal handler) to finish the step, checkpoint and stop */
+    /* a new model from sizes instead of --init (clap_init.h) */
+    int new_model;
+    clap_sizes sizes;
+    const char *vocab;       /* the vocab.txt of the new model's tokenizer */
+    long init_seed;          /* its initialisation (-1: seed) */
+    const char *save_init;   /* write the new, untrained model there (alone: without --mel, nothing else) */
 } clap_train_opts;
 
 void clap_train_defaults(clap_train_opts *o);
-/* Runs the training; returns the exit status (0; 2 after a fatal error
+/* Runs the training (or, with new_model and save_init but no mel, only
+ * writes the new model); returns the exit status (0; 2 after a fatal error
  * named on stderr, or when *stop ended the run early, its checkpoint written).
  *
  * A checkpoint is a model file (what clap-audio/clap-text read) with the AdamW
