@@ -19,10 +19,13 @@ static const char usage[] =
     "The whole clip is encoded, as WSAC does; it needs at least 2^N frames for N\n"
     "ConvBlocks (64 for CNN14: 0.63 s; wav2mel --min-seconds pads).\n"
     "A SALSA model (scripts/convert.py salsa) runs PaSST-S instead, on the mel of\n"
-    "wav2mel --frontend passt: SALSA's fixed 30 s (silence padded, longer clips\n"
-    "cropped to their first 30 s), 10-s segments kept by the clip's length, mean\n"
-    "of their features, Linear(768->1024). A stream of another front end is\n"
-    "refused (exit 2); --max-seconds, --crop, --conv and --naive are CNN14's.\n"
+    "wav2mel --frontend passt: the mels of the clip's 10-s waveform pieces (SALSA's\n"
+    "fixed 30 s, zero-padded; longer clips cropped to their first 30 s), the\n"
+    "pieces kept by the clip's \"samples\", mean of their features,\n"
+    "Linear(768->1024), as published. A whole-clip mel (wav2mel --whole-clip) is\n"
+    "sliced into 1000-frame segments instead: an approximation (frames at a cut\n"
+    "differ). A stream of another front end or piece size is refused (exit 2);\n"
+    "--max-seconds, --crop, --conv and --naive are CNN14's.\n"
     "\n"
     "  -m, --model FILE       CLAP model file (scripts/convert.py clap); required\n"
     "      --max-seconds S    encode at most S seconds, 1 + floor(S*sr/hop) frames\n"
@@ -109,8 +112,9 @@ static int run_passt(const char *model_path, const char *input, int threads) {
         {"arch", 's', 0, 0, "passt"},     {"frontend", 's', 0, 0, cfg->frontend},
         {"n_mels", 'i', cfg->n_mels, 0, 0}, {"blocks", 'i', cfg->depth, 0, 0},
         {"embed", 'i', cfg->embed, 0, 0}, {"segment_frames", 'i', cfg->seg_frames, 0, 0},
-        {"segments", 'i', cfg->nseg, 0, 0},
+        {"segments", 'i', cfg->nseg, 0, 0}, {"cut", 's', 0, 0, "segments"},
     };
+    int segmented = 0;
     static const char *const consumed[] = {"mel", NULL};
     progress pr;
     progress_init(&pr, "clips", -1);
@@ -119,10 +123,29 @@ static int run_passt(const char *model_path, const char *input, int threads) {
     int s;
     while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
         if (!w) {
-            w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
             if (strcmp(stream_frontend, cfg->frontend))
                 die("the mel stream's front end is %s, the model takes %s (make it with wav2mel --frontend %s)",
                     stream_frontend, cfg->frontend, cfg->frontend);
+            /* wav2mel --frontend passt records its cut: pieces of segment_samples, segments of them */
+            double seg = 0, k = -1, hop = -1, sr = -1;
+            segmented = !ws_reader_param(r, "segment_samples", &seg) && seg > 0;
+            if (segmented) {
+                ws_reader_param(r, "segments", &k);
+                if (seg != (double)cfg->seg_samples || k != cfg->nseg)
+                    die("the mel stream's pieces are %g samples, %g to the fixed length; the model's are %ld, %d "
+                        "(make it with wav2mel --frontend passt --segment-samples %ld --segments %d)", seg, k,
+                        cfg->seg_samples, cfg->nseg, cfg->seg_samples, cfg->nseg);
+                if (!ws_reader_param(r, "hop", &hop) && hop != cfg->hop)
+                    die("the mel stream's hop is %g samples, the model's %d (wav2mel --hop %d)", hop, cfg->hop, cfg->hop);
+                if (cfg->sr && !ws_reader_param(r, "sr", &sr) && sr != cfg->sr)
+                    die("the mel stream's rate is %g Hz, the model's %d (wav2mel --sr %d)", sr, cfg->sr, cfg->sr);
+            } else {
+                params[sizeof params / sizeof params[0] - 1].s = "whole";
+                warnx_("warning: a whole-clip PaSST mel: its %d-frame segments are sliced from the clip's mel, an "
+                       "approximation of SALSA's waveform cut (wav2mel --frontend passt without --whole-clip is exact)",
+                       cfg->seg_frames);
+            }
+            w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
         }
         char nm[300], why[400];
         const ws_tensor *mel;
@@ -134,7 +157,8 @@ static int run_passt(const char *model_path, const char *input, int threads) {
             long T = (long)mel->shape[0], M = (long)mel->shape[1], n = 0;
             const ws_field *sf = ws_record_field(&rec, "samples");
             if (sf && sf->kind == WF_INT && sf->i > 0) n = (long)sf->i;
-            if (!(bad = passt_input_error(m, mel->data, T, M, why, sizeof why))) {
+            if (!(bad = passt_input_error(m, mel->data, T, M, why, sizeof why)) &&
+                !(segmented && (bad = passt_segments_error(m, T, n, why, sizeof why)))) {
                 passt_forward(&st, m, mel->data, T, n, emb);
                 int finite = 1;
                 for (int i = 0; i < cfg->embed; i++) finite &= isfinite(emb[i]) != 0;

@@ -27,8 +27,16 @@ static const char usage[] =
     "      --frontend NAME    wavcaps (default) or passt: PaSST's AugmentMelSTFT as\n"
     "                         SALSA evaluates it (pre-emphasis, n_fft 1024, symmetric\n"
     "                         Hann 800, hop 320, 128 Kaldi mels 0..15000 Hz,\n"
-    "                         (log(mel + 1e-5) + 4.5) / 5); the options below then\n"
-    "                         default to its values\n"
+    "                         (log(mel + 1e-5) + 4.5) / 5) on SALSA's cut: the clip\n"
+    "                         zero-padded to 3 x 10 s, cut into 10-s pieces, each\n"
+    "                         piece's own mel (1000 frames), the pieces its length\n"
+    "                         keeps concatenated; the options below then default\n"
+    "                         to its values\n"
+    "      --segment-seconds S  passt: piece length, int(S * sr) samples (10)\n"
+    "      --segment-samples N  passt: piece length in samples (320000 at 32 kHz)\n"
+    "      --segments K       passt: pieces in the fixed length (3: 30 s)\n"
+    "      --whole-clip       passt: the whole clip's mel instead, uncut (what\n"
+    "                         clap-audio slices approximately)\n"
     "  -r, --sr HZ            resample to HZ with libsoxr (32000)\n"
     "      --quality Q        soxr quality: qq lq mq hq vhq (hq, as librosa's soxr_hq)\n"
     "      --n-fft N          FFT size (1024)\n"
@@ -53,8 +61,10 @@ static const char usage[] =
     "  -q, --quiet            no progress or summary (errors are still printed)\n"
     "  -h, --help             show this help\n"
     "\n"
-    "T = 1 + floor(N / hop) for N samples after resampling; N must exceed n_fft/2\n"
-    "(passt: T = 1 + floor((N - 1) / hop), N - 1 must exceed n_fft/2).\n"
+    "T = 1 + floor(N / hop) for N samples after resampling; N must exceed n_fft/2.\n"
+    "passt: T = k * (1 + floor((P - 1) / hop)) for pieces of P samples, k =\n"
+    "ceil(K * min(N, K * P) / (K * P)) kept, N >= 1 (\"samples\": N); --whole-clip:\n"
+    "T = 1 + floor((N - 1) / hop), N - 1 must exceed n_fft/2.\n"
     "Exit status: 0 all files written, 1 usage error, 2 fatal (output failed),\n"
     "3 some files failed (each named on stderr with its reason; the rest were written).\n";
 
@@ -71,7 +81,9 @@ typedef struct {
 
 static mel_config mc;
 static pmel_config pc;
-static int passt, jitter;
+static int passt, jitter, whole_clip;
+static long seg_samples; /* passt, cut: piece length */
+static int nseg;         /* passt, cut: pieces in the fixed length */
 static unsigned long long seed;
 static audio_opts ao;
 
@@ -95,6 +107,20 @@ static void run_job(job *j, worker_state *ws) {
     j->n = a->n;
     j->file_sr = a->file_sr;
     j->channels = a->channels;
+    if (passt && !whole_clip) {
+        if (a->n == 0) {
+            snprintf(j->err, sizeof j->err, "no samples: an empty clip has no length to keep segments by");
+            return;
+        }
+        j->fmin = pc.fmin;
+        j->fmax = pc.fmax;
+        if (jitter) pmel_jitter(&pc, seed, (unsigned long long)j->index, &j->fmin, &j->fmax);
+        int k = pmel_kept_segments((long)a->n, seg_samples, nseg);
+        size_t S = pmel_frames(&pc, (size_t)seg_samples);
+        j->mel = xmalloc_aligned((size_t)k * S * (size_t)pc.n_mels * sizeof(float));
+        j->T = pmel_compute_segments(ws->passt, a->x, a->n, (size_t)seg_samples, k, j->fmin, j->fmax, j->mel);
+        return;
+    }
     if (passt) {
         size_t T = pmel_frames(&pc, a->n);
         if (T == 0) {
@@ -187,7 +213,7 @@ int main(int argc, char **argv) {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = ncpu < 1 ? 1 : ncpu > 64 ? 64 : (int)ncpu;
     enum { O_QUALITY = 256, O_NFFT, O_WIN, O_HOP, O_NMELS, O_FMIN, O_FMAX, O_AMIN, O_NOCENTER, O_MIN, O_MAX,
-           O_FRONTEND, O_JITTER, O_FMINAUG, O_FMAXAUG, O_SEED };
+           O_FRONTEND, O_JITTER, O_FMINAUG, O_FMAXAUG, O_SEED, O_SEGSEC, O_SEGSAMP, O_SEGS, O_WHOLE };
     static const struct option longopts[] = {
         {"sr", required_argument, 0, 'r'},          {"quality", required_argument, 0, O_QUALITY},
         {"n-fft", required_argument, 0, O_NFFT},     {"win-length", required_argument, 0, O_WIN},
@@ -198,10 +224,15 @@ int main(int argc, char **argv) {
         {"frontend", required_argument, 0, O_FRONTEND}, {"jitter", no_argument, 0, O_JITTER},
         {"fmin-aug-range", required_argument, 0, O_FMINAUG}, {"fmax-aug-range", required_argument, 0, O_FMAXAUG},
         {"seed", required_argument, 0, O_SEED},
+        {"segment-seconds", required_argument, 0, O_SEGSEC}, {"segment-samples", required_argument, 0, O_SEGSAMP},
+        {"segments", required_argument, 0, O_SEGS},  {"whole-clip", no_argument, 0, O_WHOLE},
         {"threads", required_argument, 0, 'j'},      {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},               {0, 0, 0, 0}};
     int c, win_set = 0, set_nfft = 0, set_hop = 0, set_nmels = 0, set_fmin = 0, set_fmax = 0, set_wavcaps = 0;
-    int set_passt = 0, fmin_aug = 10, fmax_aug = 2000;
+    int set_passt = 0, fmin_aug = 10, fmax_aug = 2000, set_cut = 0;
+    double seg_seconds = 10; /* SALSA: audio_features.segment_length 10 */
+    long seg_n = 0;
+    nseg = 3;                /* ex_dcase24.py: set_fixed_length(30) / 10-s segments */
     const char *frontend = "wavcaps";
     while ((c = getopt_long(argc, argv, ":r:j:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -227,6 +258,10 @@ int main(int argc, char **argv) {
         case O_FMINAUG: fmin_aug = (int)parse_long("--fmin-aug-range", optarg, 1, 100000); set_passt = O_FMINAUG; break;
         case O_FMAXAUG: fmax_aug = (int)parse_long("--fmax-aug-range", optarg, 1, 100000); set_passt = O_FMAXAUG; break;
         case O_SEED: seed = (unsigned long long)parse_long("--seed", optarg, 0, 0x7fffffffffffffffL); set_passt = O_SEED; break;
+        case O_SEGSEC: seg_seconds = parse_double("--segment-seconds", optarg, 1e-6, 3600); set_cut = O_SEGSEC; break;
+        case O_SEGSAMP: seg_n = parse_long("--segment-samples", optarg, 1, 1L << 30); set_cut = O_SEGSAMP; break;
+        case O_SEGS: nseg = (int)parse_long("--segments", optarg, 1, 64); set_cut = O_SEGS; break;
+        case O_WHOLE: whole_clip = 1; set_passt = O_WHOLE; break;
         case O_MIN: ao.min_seconds = parse_double("--min-seconds", optarg, 0, 86400); break;
         case O_MAX: ao.max_seconds = parse_double("--max-seconds", optarg, 0.001, 1e6); break;
         case 'j': threads = (int)parse_long("--threads", optarg, 1, 64); break;
@@ -254,15 +289,26 @@ int main(int argc, char **argv) {
         if (set_fmax) pc.fmax = mc.fmax;
         const char *bad = pmel_config_check(&pc);
         if (bad) die_usage("%s", bad);
+        if (whole_clip && set_cut)
+            die_usage("%s cuts the clip into pieces: not with --whole-clip", set_cut == O_SEGSEC ? "--segment-seconds"
+                      : set_cut == O_SEGSAMP ? "--segment-samples" : "--segments");
+        /* base.py split_audio: int(segment_length * sampling_rate) */
+        seg_samples = seg_n ? seg_n : (long)(seg_seconds * pc.sr);
+        if (!whole_clip && (seg_samples < (long)pmel_min_samples(&pc) || seg_samples > (1L << 30)))
+            die_usage("a piece of %ld samples is outside [%zu, 2^30] (--segment-seconds / --segment-samples)",
+                      seg_samples, pmel_min_samples(&pc));
         /* every draw must pass get_mel_banks' asserts */
         double top_fmin = pc.fmin + fmin_aug - 1, low_fmax = pc.fmax + fmax_aug / 2 - (fmax_aug - 1);
         if (jitter && (top_fmin >= low_fmax || pc.fmax + fmax_aug / 2 > pc.sr / 2.0))
             die_usage("--jitter: fmin %g + [0, %d) and fmax %g + %d - [0, %d) must stay in 0 <= fmin < fmax <= "
                       "sr / 2 (%g)", pc.fmin, fmin_aug, pc.fmax, fmax_aug / 2, fmax_aug, pc.sr / 2.0);
     } else {
+        if (set_cut) set_passt = set_cut;
         if (set_passt)
             die_usage("%s needs --frontend passt", set_passt == O_JITTER ? "--jitter" : set_passt == O_FMINAUG ?
-                      "--fmin-aug-range" : set_passt == O_FMAXAUG ? "--fmax-aug-range" : "--seed");
+                      "--fmin-aug-range" : set_passt == O_FMAXAUG ? "--fmax-aug-range" : set_passt == O_SEED ?
+                      "--seed" : set_passt == O_WHOLE ? "--whole-clip" : set_passt == O_SEGSEC ?
+                      "--segment-seconds" : set_passt == O_SEGSAMP ? "--segment-samples" : "--segments");
         if (!win_set) mc.win_length = mc.n_fft;
         mc.sr = ao.sr;
         const char *bad = mel_config_check(&mc);
@@ -295,7 +341,12 @@ int main(int argc, char **argv) {
         {"fmin_aug_range", 'i', pc.fmin_aug_range, 0, 0}, {"fmax_aug_range", 'i', pc.fmax_aug_range, 0, 0},
         {"seed", 'i', (int64_t)seed, 0, 0}, {"resampler", 's', 0, 0, "soxr"},
         {"quality", 's', 0, 0, audio_quality_name(ao.quality)}, {"min_seconds", 'f', 0, ao.min_seconds, 0},
+        {"cut", 's', 0, 0, whole_clip ? "whole" : "segments"},
+        /* the cut's sizes (not in a --whole-clip stream): clap-audio checks them against the model */
+        {"segment_samples", 'i', seg_samples, 0, 0}, {"segments", 'i', nseg, 0, 0},
+        {"segment_frames", 'i', passt && !whole_clip ? (int64_t)pmel_frames(&pc, (size_t)seg_samples) : 0, 0, 0},
     };
+    int npparams = (int)(sizeof pparams / sizeof pparams[0]) - (whole_clip ? 3 : 0);
     ws_param params[] = {
         {"frontend", 's', 0, 0, "wavcaps"},
         {"sr", 'i', mc.sr, 0, 0},          {"n_fft", 'i', mc.n_fft, 0, 0},
@@ -308,7 +359,7 @@ int main(int argc, char **argv) {
         {"quality", 's', 0, 0, audio_quality_name(ao.quality)},
         {"min_seconds", 'f', 0, ao.min_seconds, 0},
     };
-    ws_writer *w = passt ? ws_writer_open(stdout, "wav2mel", pparams, (int)(sizeof pparams / sizeof pparams[0]), NULL)
+    ws_writer *w = passt ? ws_writer_open(stdout, "wav2mel", pparams, npparams, NULL)
                          : ws_writer_open(stdout, "wav2mel", params, (int)(sizeof params / sizeof params[0]), NULL);
 
     int window = 2 * threads;

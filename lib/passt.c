@@ -11,6 +11,7 @@
 #include "kernels.h"
 #include "kernels_vit.h"
 #include "nn.h"
+#include "passt_mel.h"
 #include "util.h"
 
 #define PA "audio_embedding_model.model.model."
@@ -120,6 +121,11 @@ static int load(loader *L, passt_model *m) {
     if (meta_long(L, "clap.audio.segments", 1, 64, &v)) return -1;
     c->nseg = (int)v;
     if (meta_float(L, "clap.audio.pad_value", -1e30, 1e30, &c->pad_value)) return -1;
+    c->sr = 0; /* optional: files converted before it was checked */
+    if (st_meta(f, "clap.audio.sr")) {
+        if (meta_long(L, "clap.audio.sr", 1, 10000000, &v)) return -1;
+        c->sr = (int)v;
+    }
     long S = 1 + (c->seg_samples - 1) / c->hop;
     if (S > (1 << 24)) return fail(L, "a segment of %ld frames is too long", S);
     c->seg_frames = (int)S;
@@ -292,14 +298,23 @@ const char *passt_input_error(const passt_model *m, const float *mel, long T, lo
 
 int passt_kept_segments(const passt_model *m, long T, long nsamples) {
     const passt_config *c = &m->cfg;
-    double fixed = (double)c->seg_samples * c->nseg;
-    double n = nsamples > 0 ? (double)nsamples : (double)(T - 1) * c->hop + 1;
-    /* ex_dcase24.py: audio_length = min(len, fixed) / fixed; mask[:ceil(audio_length * nseg)] = 1 */
-    double a = (n < fixed ? n : fixed) / fixed;
-    int k = (int)ceil(a * c->nseg);
-    if (k < 1) k = 1;
-    if (k > c->nseg) k = c->nseg;
-    return k;
+    long n = nsamples > 0 ? nsamples : (T - 1) * c->hop + 1;
+    return pmel_kept_segments(n, c->seg_samples, c->nseg);
+}
+
+const char *passt_segments_error(const passt_model *m, long T, long nsamples, char *buf, size_t len) {
+    const passt_config *c = &m->cfg;
+    if (nsamples <= 0) {
+        snprintf(buf, len, "a segmented PaSST mel needs \"samples\" (the clip's true length)");
+        return buf;
+    }
+    int k = passt_kept_segments(m, T, nsamples);
+    if (T % c->seg_frames || T / c->seg_frames < k) {
+        snprintf(buf, len, "\"mel\" has %ld frames; a clip of %ld samples needs its %d kept segment(s) of %d frames "
+                 "(%ld)", T, nsamples, k, c->seg_frames, (long)k * c->seg_frames);
+        return buf;
+    }
+    return NULL;
 }
 
 void passt_forward(passt_state *s, const passt_model *m, const float *mel, long T, long nsamples, float *emb) {

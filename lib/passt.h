@@ -4,9 +4,14 @@
  * models/audio/base.py): PaSST mel [T, M] (wav2mel --frontend passt) ->
  * embedding [E].
  *
- *   the clip is taken as nseg segments of S frames (S = 1 + (seg_samples-1)/hop:
- *   10 s = 1000 frames; 3 segments = SALSA's fixed 30 s): frames past the
- *   clip's end are the mel of silence (pad_value), frames past 30 s dropped
+ *   the input is nseg segments of S frames (S = 1 + (seg_samples-1)/hop:
+ *   10 s = 1000 frames; 3 segments = SALSA's fixed 30 s). Exact (as
+ *   published, base.py split_audio): the mels of the clip's zero-padded
+ *   seg_samples waveform pieces, each its own STFT, concatenated (wav2mel
+ *   --frontend passt). Approximate (a whole-clip mel, wav2mel --whole-clip):
+ *   its frames sliced, frames past the clip's end the mel of silence
+ *   (pad_value), frames past 30 s dropped; the frames whose STFT window
+ *   crosses a cut differ.
  *   segment k is kept if k < ceil(nseg * min(N, nseg*seg_samples) / (nseg*seg_samples)),
  *   N the clip's true length in samples (forward_audio's mask); per kept segment:
  *     x = conv2d(mel^T [1, M, S], patch ph x pw, stride sh x sw) [D, Fp, Tp]
@@ -43,6 +48,7 @@ typedef struct {
     float ln_eps;         /* 1e-6 (timm's partial(nn.LayerNorm, eps=1e-6)) */
     long seg_samples;     /* 320000: 10 s at 32 kHz */
     int hop;              /* 320 */
+    int sr;               /* 32000 (clap.audio.sr; 0 when the file lacks it) */
     int nseg;             /* 3: the fixed 30 s */
     int seg_frames;       /* S */
     float pad_value;      /* the PaSST mel of silence, (log(1e-5) + 4.5) / 5 */
@@ -94,6 +100,13 @@ const char *passt_input_error(const passt_model *m, const float *mel, long T, lo
 /* The segments SALSA keeps for a clip of nsamples samples (<= 0: estimated
  * from T frames as (T - 1) * hop + 1). */
 int passt_kept_segments(const passt_model *m, long T, long nsamples);
+
+/* For a segmented stream (wav2mel --frontend passt: the mels of the clip's
+ * zero-padded seg_samples pieces, each its own STFT, the kept ones
+ * concatenated): why mel[T, M] of a clip of nsamples samples cannot be
+ * encoded exactly (no true length, T not whole segments, fewer segments than
+ * kept), else NULL. */
+const char *passt_segments_error(const passt_model *m, long T, long nsamples, char *buf, size_t len);
 
 /* emb[E] = the L2-normalised embedding of mel[T, M]. */
 void passt_forward(passt_state *s, const passt_model *m, const float *mel, long T, long nsamples, float *emb);

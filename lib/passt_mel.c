@@ -26,6 +26,8 @@ struct pmel_state {
     int *rev;          /* [H] bit reversal */
     double *z;         /* [2H] the complex FFT buffer */
     double *power;     /* [K] */
+    float *piece;      /* [cap_piece] a zero-padded segment */
+    size_t cap_piece;
 };
 
 void pmel_config_default(pmel_config *c) {
@@ -154,6 +156,7 @@ void pmel_free(pmel_state *s) {
     free(s->rev);
     free(s->z);
     free(s->power);
+    free(s->piece);
     free(s);
 }
 
@@ -242,6 +245,40 @@ size_t pmel_compute(pmel_state *s, const float *x, size_t n, double flo, double 
         mel_out(s, out + t * (size_t)s->c.n_mels);
     }
     return T;
+}
+
+int pmel_kept_segments(long n, long seg, int nseg) {
+    double fixed = (double)seg * nseg;
+    /* ex_dcase24.py: audio_length = min(len, fixed) / fixed (float64, collated
+     * as such); mask[:math.ceil(audio_length * nseg)] = 1 */
+    double a = ((double)n < fixed ? (double)n : fixed) / fixed;
+    int k = (int)ceil(a * nseg);
+    if (k < 1) k = 1;
+    if (k > nseg) k = nseg;
+    return k;
+}
+
+size_t pmel_compute_segments(pmel_state *s, const float *x, size_t n, size_t seg, int k, double flo, double fhi,
+                             float *out) {
+    size_t S = pmel_frames(&s->c, seg), M = (size_t)s->c.n_mels;
+    if (S == 0) return 0;
+    for (int b = 0; b < k; b++) {
+        size_t t0 = (size_t)b * seg;
+        const float *piece = x + t0;
+        if (t0 + seg > n) { /* base.py split_audio on the zero-padded clip */
+            if (s->cap_piece < seg) {
+                free(s->piece);
+                s->piece = xmalloc(seg * sizeof(float));
+                s->cap_piece = seg;
+            }
+            size_t have = n > t0 ? n - t0 : 0;
+            if (have) memcpy(s->piece, x + t0, have * sizeof(float));
+            memset(s->piece + have, 0, (seg - have) * sizeof(float));
+            piece = s->piece;
+        }
+        pmel_compute(s, piece, seg, flo, fhi, out + (size_t)b * S * M);
+    }
+    return (size_t)k * S;
 }
 
 size_t pmel_compute_naive(const pmel_config *c, const float *x, size_t n, double flo, double fhi, float *out) {

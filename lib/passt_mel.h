@@ -73,6 +73,24 @@ int pmel_filterbank(const pmel_config *c, double flo, double fhi, double *fb);
 void pmel_jitter(const pmel_config *c, unsigned long long seed, unsigned long long draw, double *flo,
                   double *fhi);
 
+/* SALSA's long-audio rule on the waveform (experiments/ex_dcase24.py
+ * get_data_set: set_fixed_length(30); dataset_base_classes.py
+ * __get_fixed_length_audio__: zero padding to nseg * seg samples, longer
+ * clips cropped (here to their first nseg * seg samples: the published
+ * evaluation draws a random offset); models/audio/base.py split_audio: x
+ * unfolded into nseg pieces of seg samples, each its own AugmentMelSTFT call;
+ * forward_audio's mask: piece k counts when k < ceil(audio_length * nseg),
+ * audio_length = min(N, nseg * seg) / (nseg * seg)).
+ * The pieces kept for a clip of n samples (n >= 1), in [1, nseg]. */
+int pmel_kept_segments(long n, long seg, int nseg);
+
+/* out[k * S, M], S = pmel_frames(seg): the mels of pieces 0..k-1 of x[n]
+ * zero-padded (each piece its own pre-emphasis, reflect padding and STFT, as
+ * the published front end sees it); only pieces that reach past the clip's
+ * end are copied. Returns k * S, or 0 when seg is too short for a frame. */
+size_t pmel_compute_segments(pmel_state *s, const float *x, size_t n, size_t seg, int k, double flo, double fhi,
+                             float *out);
+
 /* Reference kernel for tests: the same output with a naive O(K * n_fft) DFT. */
 size_t pmel_compute_naive(const pmel_config *c, const float *x, size_t n, double flo, double fhi, float *out);
 

@@ -6,13 +6,21 @@ projection; random checkpoints in the published Lightning layout (the real
 weights cannot be downloaded here).
 
 The modules keep the published parameter names, so a SALSA state_dict loads
-into them (`load(sd, cfg)`). The segment rule works on the clip's PaSST mel
-(wav2mel --frontend passt) as clap-audio does: nseg segments of S frames
-(S = 1 + (seg_samples - 1) // hop: 1000 for 10 s), frames past the clip are
-the mel of silence (pad_value), frames past nseg * S dropped; segment k kept
-when k < ceil(nseg * min(N, fixed) / fixed) (N samples, fixed = nseg *
-seg_samples); the published code cuts the waveform before the mel instead,
-which differs only in the frames whose STFT window crosses a cut.
+into them (`load(sd, cfg)`). Two entry points:
+- audio_forward_wave(m, cfg, x): the published evaluation from the 32 kHz
+  waveform: x fixed to nseg * seg_samples samples (zeros appended, a longer
+  clip cropped -- to its first samples here, at a random offset there:
+  dataset_base_classes.py __get_fixed_length_audio__), unfolded into pieces
+  (models/audio/base.py split_audio), each piece's PaSST mel
+  (passtmelref.py, AugmentMelSTFT: its own pre-emphasis, reflect padding and
+  STFT), PaSST on every piece, the features of the kept pieces averaged
+  (forward_audio's mask: k < ceil(nseg * min(N, fixed) / fixed)), projected.
+- audio_forward(m, cfg, mel, N): from a mel stream record. The mels of the
+  kept pieces concatenated (wav2mel --frontend passt) give exactly the
+  above; a whole clip's mel (wav2mel --whole-clip) is sliced into nseg
+  segments of S frames (S = 1 + (seg_samples - 1) // hop: 1000 for 10 s),
+  frames past the clip the mel of silence (pad_value), frames past nseg * S
+  dropped, which differs in the frames whose STFT window crosses a cut.
 
     import passtref
     cfg = passtref.Config.full()             # or Config.tiny()
@@ -20,6 +28,7 @@ which differs only in the frames whose STFT window crosses a cut.
     torch.save({"state_dict": sd}, "passt_roberta.ckpt")
     m = passtref.load(sd, cfg)
     emb = passtref.audio_forward(m, cfg, mel, nsamples)   # [T, M] -> [E], L2-normalised
+    emb = passtref.audio_forward_wave(m, cfg, x)          # [N] at 32 kHz -> [E]
 """
 import math
 
@@ -228,6 +237,24 @@ def audio_forward(m, cfg, mel, nsamples=None):
     feats = m.passt(segs)[1]                             # [n, D]: every segment, as published
     k = kept_segments(cfg, nsamples)
     mask = torch.zeros(n)
+    mask[:k] = 1
+    f = (feats * mask[:, None]).sum(0) / mask.sum()
+    emb = m.project_audio(f[None])[0]
+    return F.normalize(emb, dim=-1)
+
+
+@torch.no_grad()
+def audio_forward_wave(m, cfg, x, mel_dtype="float64"):
+    """The published evaluation of waveform x [N] (cfg.sr) -> emb [E]
+    L2-normalised (torch). The front end runs in mel_dtype (float64: what
+    wav2mel computes; float32: the published run), PaSST in float32."""
+    import passtmelref
+    pieces = passtmelref.fixed_pieces(np.asarray(x, np.float32), cfg.seg_samples, cfg.nseg)  # [nseg, seg]
+    mel = passtmelref.passt_mel(pieces, sr=cfg.sr, hop=cfg.hop, n_mels=cfg.n_mels, dtype=mel_dtype)  # [nseg, S, M]
+    segs = torch.tensor(np.asarray(mel, np.float32)).transpose(1, 2)[:, None]  # model.mel(x)[:, None]
+    feats = m.passt(segs)[1]  # [nseg, D]: the Wrapper's features, one per piece
+    k = kept_segments(cfg, len(x))
+    mask = torch.zeros(cfg.nseg)
     mask[:k] = 1
     f = (feats * mask[:, None]).sum(0) / mask.sum()
     emb = m.project_audio(f[None])[0]

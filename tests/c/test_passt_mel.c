@@ -2,7 +2,8 @@
  *
  * With no arguments: unit checks (the FFT path against the naive DFT, frame
  * counts and the shortest input, the Kaldi filterbank's shape, the jitter's
- * ranges and determinism).
+ * ranges and determinism, SALSA's cut: kept pieces at the mask's boundaries,
+ * each piece's mel equal to the mel of the piece copied out and zero-padded).
  *
  * Helper mode for tests/py/test_wav2mel_passt.py:
  *   --samples SR FILE   the mono samples lib/audio.c gives wav2mel for FILE at
@@ -160,11 +161,41 @@ static void test_jitter(void) {
     CHECK(a != a2 || b != b2, "jitter: another seed, other draws");
 }
 
+static void test_segments(void) {
+    /* forward_audio: ceil(min(N, 960000) / 960000 * 3) */
+    long n[] = {1, 319999, 320000, 320001, 640000, 640001, 959999, 960000, 960001, 5000000};
+    int want[] = {1, 1, 1, 2, 2, 3, 3, 3, 3, 3}, ok = 1;
+    for (size_t i = 0; i < sizeof n / sizeof n[0]; i++) ok &= pmel_kept_segments(n[i], 320000, 3) == want[i];
+    CHECK(ok, "kept pieces: 1 up to 10 s, 2 up to 20 s, 3 beyond; 1 for one sample");
+    CHECK(pmel_kept_segments(9600, 9600, 3) == 1 && pmel_kept_segments(9601, 9600, 3) == 2 &&
+              pmel_kept_segments(7, 5, 1) == 1, "kept pieces: small sizes");
+    /* odd sizes: 2 pieces of 2777 samples (hop 320: 9 frames each) of a 4000-sample clip, 3 to the fixed length */
+    pmel_config c;
+    pmel_config_default(&c);
+    size_t seg = 2777, N = 4000, S = pmel_frames(&c, seg), M = (size_t)c.n_mels;
+    float *x = malloc(N * sizeof(float)), *pad = calloc(3 * seg, sizeof(float));
+    for (size_t i = 0; i < N; i++) x[i] = pad[i] = (float)(0.3 * sin(0.05 * (double)i) + 0.01 * (double)(i % 7));
+    int k = pmel_kept_segments((long)N, (long)seg, 3);
+    float *out = malloc((size_t)3 * S * M * sizeof(float)), *ref = malloc(S * M * sizeof(float));
+    pmel_state *st = pmel_init(&c);
+    size_t T = pmel_compute_segments(st, x, N, seg, k, c.fmin, c.fmax, out);
+    double d = 0;
+    for (int b = 0; b < k; b++) {
+        pmel_compute(st, pad + (size_t)b * seg, seg, c.fmin, c.fmax, ref);
+        for (size_t i = 0; i < S * M; i++) d = fmax(d, fabs((double)out[(size_t)b * S * M + i] - ref[i]));
+    }
+    CHECKF(k == 2 && S == 9 && T == 18 && d == 0, "the cut: each piece = the mel of the zero-padded piece, bit for bit",
+           "k %d S %zu T %zu diff %g", k, S, T, d);
+    pmel_free(st);
+    free(x), free(pad), free(out), free(ref);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) return helper(argc, argv);
     test_frames();
     test_bank();
     test_fft_vs_naive();
     test_jitter();
+    test_segments();
     return check_exit();
 }

@@ -4,10 +4,14 @@ SALSA checkpoint of odd sizes (passtref.Config.tiny(): 21 mel bins, 5x4
 patches at stride 4x3, width 30 = 3 heads of 10, MLP 46, 2 blocks, 17-d
 embedding; 0.3-s segments of 30 frames whose 9 patch columns crop a time
 grid of 11; fixed 0.9 s = 3 segments), converted by scripts/convert.py salsa
-like the published Lightning checkpoint: parity for clips shorter than one
-segment, exactly one, between, 2.5 segments (the last partial) and longer
-than the fixed length (cropped), with and without the "samples" field; the
-same bits on 1, 2 and 3 threads; front-end mismatches refused (exit 2); CNN14
+like the published Lightning checkpoint. The network and the segment rule on
+a whole-clip mel stream (no cut in the header: the frame-space slicing,
+passtref.audio_forward): parity for clips shorter than one segment, exactly
+one, between, 2.5 segments (the last partial) and longer than the fixed
+length (cropped), with and without the "samples" field; the same bits on 1,
+2 and 3 threads; wav2mel --frontend passt with the model's cut | clap-audio
+against the published waveform cut (passtref.audio_forward_wave; more in
+test_passt_cut.py); front-end mismatches refused (exit 2); CNN14
 options refused (exit 1); the converter's refusals by name.
 
 Tolerance (issue 11): per embedding, cosine >= 0.99999 and max |C - ref| <= 1e-4."""
@@ -228,18 +232,26 @@ import clapref  # noqa: E402
 wav = os.path.join(tmp, "tone.wav")
 tt = np.arange(40000) / 32000.0
 sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * tt) + 0.05 * rng.standard_normal(tt.size)).astype(np.float32), 32000)
-w2m = subprocess.run([tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", str(M), wav], capture_output=True)
+# the model's cut: 9600-sample pieces (0.3 s), 3 of them; 40000 samples keep all 3
+w2m = subprocess.run([tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", str(M), "--segment-samples", "9600",
+                      wav], capture_output=True)
 pp = subprocess.run([tool("clap-audio"), "-q", "-m", MODEL], input=w2m.stdout, capture_output=True)
 ok = w2m.returncode == 0 and pp.returncode == 0
 if ok:
     wr = ws.read_stream(io.BytesIO(w2m.stdout))[1][0]
     er = ws.read_stream(io.BytesIO(pp.stdout))[1][0]
-    d, c = agree(er["emb"], ref(wr["mel"], int(wr["samples"])))
-    ok = d <= ABS_MAX and c >= COS_MIN
-    note("pipeline: wav2mel --frontend passt | clap-audio, %d samples, T = %d: max |C - ref| = %.2e"
+    xw = sf.read(wav, dtype="float32")[0]
+    d, c = agree(er["emb"], passtref.audio_forward_wave(ref_model, cfg, xw).numpy())
+    ok = d <= ABS_MAX and c >= COS_MIN and wr["mel"].shape[0] == 3 * S
+    note("pipeline: wav2mel --frontend passt | clap-audio, %d samples, T = %d: max |C - published ref| = %.2e"
          % (int(wr["samples"]), wr["mel"].shape[0], d))
-check("pipeline: wav2mel --frontend passt | clap-audio agrees with the reference", ok,
+check("pipeline: wav2mel --frontend passt (the model's cut) | clap-audio equals the published waveform cut", ok,
       w2m.stderr.decode() + pp.stderr.decode())
+pd = subprocess.run([tool("clap-audio"), "-q", "-m", MODEL],
+                    input=subprocess.run([tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", str(M), wav],
+                                         capture_output=True).stdout, capture_output=True)
+check("pipeline: the default 10-s cut with a 0.3-s model is refused (exit 2), both cuts named",
+      pd.returncode == 2 and b"320000" in pd.stderr and b"9600" in pd.stderr, pd.stderr.decode())
 ccfg = clapref.Config.tiny()
 cck = os.path.join(tmp, "cnn14.pt")
 torch.save({"model": clapref.random_state_dict(ccfg, seed=1)}, cck)
