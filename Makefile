@@ -13,6 +13,12 @@ WARN    := -std=c11 -Wall -Wextra -Wshadow -Wno-unused-parameter
 # msgpack-c renamed its pkg-config package in 6.x (msgpack -> msgpack-c)
 MSGPACK := $(shell pkg-config --exists msgpack-c 2>/dev/null && echo msgpack-c || echo msgpack)
 PKGS    := sndfile fftw3f openblas $(MSGPACK) soxr libutf8proc jansson
+# MPI build: make MPI=1 (Open MPI, installed by scripts/install-mpi.sh): clap-train
+# then splits its batches over the ranks of mpirun; the other tools are the same
+ifeq ($(MPI),1)
+  PKGS += ompi-c
+  CFLAGS += -DWSAC_MPI
+endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS  = $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Ilib -D_DEFAULT_SOURCE
@@ -28,6 +34,9 @@ ifeq ($(SAN),1)
   LDFLAGS += -fsanitize=address,undefined
   B := build-san
   BIN := bin-san
+else ifeq ($(MPI),1)
+  B := build-mpi
+  BIN := bin-mpi
 else
   B := build
   BIN := bin
@@ -111,7 +120,7 @@ uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(notdir $(MAN1):%=$(DESTDIR)$(MANDIR)/man1/%)
 
 clean:
-	rm -rf build build-san bin bin-san build-fuzz
+	rm -rf build build-san bin bin-san build-mpi bin-mpi build-fuzz
 
 # The sound world (scripts/world.py, docs/world.md): scenes and Clotho-format CSVs from recordings in
 # Debian packages (sh scripts/install-world.sh first) into world/; world-small (procedural sounds,

@@ -8,12 +8,14 @@
 #include <stdio.h>
 
 static int check_failed_, check_passed_;
+/* 1: print only the failures (the other ranks of an MPI test) */
+static int check_quiet_ok_;
 
 static void check_(int cond, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void check_(int cond, const char *name, const char *fmt, ...) {
     if (cond) {
         check_passed_++;
-        printf("ok - %s\n", name);
+        if (!check_quiet_ok_) printf("ok - %s\n", name);
     } else {
         check_failed_++;
         printf("not ok - %s", name);
