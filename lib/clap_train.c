@@ -352,7 +352,6 @@ static void remove_new_tmp(void) {
 
 int clap_train_run(const clap_train_opts *o) {
     char err[700];
-    gemm_init(o->threads);
     const char *src = o->resume ? o->resume : o->init; /* the weights to start from */
     char init_name[600];
     snprintf(init_name, sizeof init_name, "%s", o->init ? o->init : o->resume ? o->resume : "");
@@ -375,6 +374,7 @@ int clap_train_run(const clap_train_opts *o) {
         if (!tool_quiet && o->save_init) infox("new model written to %s", o->save_init);
         if (!o->mel) return EXIT_OK; /* --save-init alone */
     }
+    gemm_init(o->threads);
     cnn14t *A = cnn14t_load(src, err, sizeof err);
     if (!A) die("%s", err);
     bertt *Tx = bertt_load(src, err, sizeof err);
