@@ -283,6 +283,16 @@ check("the trained model says where it came from (clap.train.init names --new an
 p = subprocess.run([tool("clap-audio"), "-q", "-m", out, path("tr.mp")], capture_output=True)
 check("the trained model is read by clap-audio", p.returncode == 0 and p.stdout, p.stderr.decode()[-300:])
 
+# --new trains exactly what --init of its --save-init file trains
+common = ["--mel", path("tr.mp"), "--captions", path("tr.tsv"), "--bs", 16, "--max-steps", 4, "--lr", "1e-3", "-q"]
+rc1, e1 = train("--new", "--vocab", VOCAB, *LSZ, "--init-seed", 3, "--save-init", path("n0.st"), "-o", path("n1.st"),
+                *common)
+rc2, e2 = train("--init", path("n0.st"), "-o", path("n2.st"), *common)
+ta = sttools.load(path("n1.st"))[0] if rc1 == 0 else {}
+tb2 = sttools.load(path("n2.st"))[0] if rc2 == 0 else {}
+check("--new --save-init N0 -o OUT (4 steps, dropout on) = --init N0 -o OUT, tensor for tensor",
+      ta and set(ta) == set(tb2) and all(np.array_equal(ta[k], tb2[k]) for k in ta), e1[-200:] + e2[-200:])
+
 # ------------------------------------------------------------------ refused: another architecture, a missing tower
 import passtref  # noqa: E402
 
