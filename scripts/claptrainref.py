@@ -40,10 +40,26 @@ class ConvBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.bn2 = nn.BatchNorm2d(cout)
 
-    def forward(self, x):
-        x = F.relu_(self.bn1(self.conv1(x)))
-        x = F.relu_(self.bn2(self.conv2(x)))
+    def forward(self, x, dec=None, rec=None):
+        """dec: None, or the two ReLU decisions (bool masks, True = positive) of
+        another run to replay instead of deciding (relu(z) = z * mask, the same
+        gradient as threshold_backward); rec: a dict the decisions taken are
+        recorded in (_relu)."""
+        x = _relu(self.bn1(self.conv1(x)), dec and dec[0], rec)
+        x = _relu(self.bn2(self.conv2(x)), dec and dec[1], rec)
         return F.avg_pool2d(x, kernel_size=(2, 2))
+
+
+def _relu(z, mask, rec):
+    """relu(z), or z * mask replaying a decision; rec (a dict or None) gets
+    the mask taken appended to rec["relu"], and z itself to rec["pre"] when
+    that list is there (the margins of the decisions)."""
+    if rec is not None and "pre" in rec:
+        rec["pre"].append(z.detach().clone())
+    y = F.relu_(z) if mask is None else z * mask.to(z.dtype)
+    if rec is not None:
+        rec.setdefault("relu", []).append((y > 0).detach())
+    return y
 
 
 class Cnn14(nn.Module):
@@ -59,16 +75,25 @@ class Cnn14(nn.Module):
         self.nblocks = len(channels)
         self.dropout = dropout
 
-    def forward(self, mel):
+    def forward(self, mel, dec=None, rec=None):
+        """dec / rec: decisions to replay / a dict to record them in (see
+        Clap.project_audio); None: decided here, as published."""
         x = mel[:, None]                     # (B, 1, T, M)
         x = x.transpose(1, 3)
         x = self.bn0(x)
         x = x.transpose(1, 3)
         for i in range(1, self.nblocks + 1):
-            x = getattr(self, "conv_block%d" % i)(x)
+            x = getattr(self, "conv_block%d" % i)(x, dec and dec["relu"][2 * i - 2:2 * i], rec)
             x = F.dropout(x, p=self.dropout, training=self.training)
         x = torch.mean(x, dim=3)
-        x1, _ = torch.max(x, dim=2)
+        if dec is None:
+            x1, am = torch.max(x, dim=2)
+        else:  # the frame another run took as the maximum (its gradient goes there)
+            am = dec["argmax"]
+            x1 = x.gather(2, am[..., None])[..., 0]
+        if rec is not None:
+            rec["argmax"] = am
+            rec["tmean"] = x.detach().clone()
         x2 = torch.mean(x, dim=2)
         return x1 + x2
 
@@ -205,9 +230,22 @@ class Clap(nn.Module):
             raise KeyError("state_dict lacks %s" % ", ".join(missing[:5]))
         self.load_state_dict(keep, strict=True)
 
-    def project_audio(self, mel):
-        """unnormalised audio embeddings [B, E] (ASE.encode_audio before F.normalize)"""
-        return self.audio_proj(self.audio_encoder.audio_enc(mel))
+    def project_audio(self, mel, dec=None, rec=None):
+        """unnormalised audio embeddings [B, E] (ASE.encode_audio before F.normalize).
+
+        The branch decisions of the forward pass (every ReLU's mask, the head's
+        argmax over time) can be recorded (rec: a dict, filled with "relu": a
+        list of bool masks, two per ConvBlock then audio_proj's, "argmax", the
+        head's per-frame means "tmean", and, if rec has a list "pre", every
+        ReLU's input)
+        or replayed (dec: such a dict, e.g. clap-train's): a float64 run that
+        replays a float32 run's decisions is the exact value of the function
+        that run computed, which separates its rounding error from the
+        decisions rounding flipped (tests/full/test_clap_train_full.py)."""
+        x = self.audio_encoder.audio_enc(mel, dec, rec)
+        p = self.audio_proj
+        h = _relu(p[0](x), dec and dec["relu"][-1], rec)
+        return p[2](h)
 
     def project_text(self, ids, mask):
         return self.text_proj(self.text_encoder.text_encoder(ids, mask)[:, 0, :])

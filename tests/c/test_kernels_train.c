@@ -353,7 +353,10 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         put(o, l, 3), put(o, da, (size_t)B * D), put(o, dt, (size_t)B * D);
         if (fwrite(ld, sizeof(double), 3, o) != 3) die("write failed");
         free(aid), free(da), free(dt);
-    } else if (!strcmp(op, "cnn14")) { /* B T aid[B]; mel[B,T,M] t[B,E] -> e, grads, running stats, loss (f64) */
+    } else if (!strcmp(op, "cnn14") || !strcmp(op, "cnn14dec")) {
+        /* B T aid[B]; mel[B,T,M] t[B,E] -> e, grads, running stats, loss (f64); cnn14dec adds the decisions
+         * of the forward pass: per block (a1 > 0), (a2 > 0) as bytes [B,C,t,f], then (hid > 0) bytes
+         * [B,E], then the head's argmax int32 [B,C_last] (the reference replays them in float64) */
         char err[512];
         cnn14t *m = model ? cnn14t_load(model, err, sizeof err) : NULL;
         if (!m) die("%s", model ? err : "cnn14 needs a model file");
@@ -365,6 +368,28 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         cnn14t_backward(m, de);
         put(o, e, (size_t)B * E), put(o, m->grads, m->nparams), put(o, m->buffers, m->nbuffers);
         if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
+        if (!strcmp(op, "cnn14dec")) {
+            int tt = T, ff = m->n_mels;
+            for (int k = 0; k < m->nblocks; k++) {
+                size_t n = (size_t)B * m->channels[k] * tt * ff;
+                uint8_t *bits = xmalloc(n);
+                for (int j = 0; j < 2; j++) {
+                    const float *a = j ? m->a2[k] : m->a1[k];
+                    for (size_t i = 0; i < n; i++) bits[i] = a[i] > 0;
+                    if (fwrite(bits, 1, n, o) != n) die("write failed");
+                }
+                free(bits);
+                tt /= 2, ff /= 2;
+            }
+            size_t nh = (size_t)B * E, na = (size_t)B * m->channels[m->nblocks - 1];
+            uint8_t *hb = xmalloc(nh);
+            for (size_t i = 0; i < nh; i++) hb[i] = m->hid[i] > 0;
+            if (fwrite(hb, 1, nh, o) != nh) die("write failed");
+            int32_t *am = xmalloc(na * sizeof(int32_t));
+            for (size_t i = 0; i < na; i++) am[i] = m->argmax[i];
+            if (fwrite(am, sizeof(int32_t), na, o) != na) die("write failed");
+            free(hb), free(am);
+        }
         free(e), free(de);
         cnn14t_free(m);
     } else if (!strcmp(op, "bert")) { /* B len[B] aid[B] ids[sum len]; a[B,E] -> e, grads, loss (f64) */

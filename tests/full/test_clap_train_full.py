@@ -6,19 +6,24 @@ of different lengths against fixed audio embeddings; the loss, every
 parameter's gradient (the keys' biases, whose gradient is zero, apart),
 BatchNorm's running statistics. Minutes and a few GB.
 
-At this size a float32 gradient cannot match another float32 gradient
-element for element: among the ~10^5 activations of a late block a few lie
-within rounding of ReLU's 0, and which side they fall on (C, PyTorch float32
-and float64 each decide differently) moves a whole channel's share of the
-gradient (seen: one channel of conv_block5.bn2.bias 9% off in C, where
-PyTorch float32 agreed with float64; with other weights PyTorch float32 was
-the one 2% off): a channel whose conv output is nearly constant over the
-batch has a tiny variance, so BatchNorm's 1/sqrt(var + eps) amplifies
-rounding and the rounding decides the ReLU mask of the whole channel.
-Gradients are therefore compared tensor by tensor in relative L2 norm:
-BERT's within 1e-3 of PyTorch float32; CNN14's against PyTorch float64,
-where C must be within 10x of PyTorch float32's own distance (the worst
-tensor of each), the largest element-wise deviation reported."""
+BERT's gradients are compared tensor by tensor in relative L2 norm
+(||g_C - g_ref|| / ||g_ref||), within 1e-3 of PyTorch float32.
+
+CNN14's gradients, in the same metric, against float64 (docs/numerics.md).
+At this size no float32 gradient can match the float64 one to 1e-4: among
+the ~10^7 ReLU decisions of a step a few pre-activations lie within
+float32 rounding (1e-7..1e-6 of the channel's spread) of 0, C, PyTorch
+float32 and float64 each decide them their own way, and one flipped
+decision in block 5 moves ~1e-3 of every gradient below it (measured: C
+3.1e-3, PyTorch float32 1.1e-3 from float64, 4 and 3 flips, all within
+4e-6 of the spread). So the test replays: the C driver returns its
+decisions (every ReLU mask, the head's argmax), float64 recomputes the
+gradient along them (claptrainref: project_audio(dec=...)), and that is
+the exact value of what C computed; C must be within 1e-4 of it in every
+tensor (measured 9e-6), no farther from it overall than PyTorch float32 is
+from float64 along PyTorch's own decisions, and every decision C took
+otherwise than float64 must be a tie at rounding level (margin < 1e-4 of
+the values' spread) and rare."""
 import os
 import struct
 import subprocess
@@ -69,45 +74,32 @@ def driver(op, ints, floats):
     return r, (open(out, "rb").read() if r.returncode == 0 else b"")
 
 
-def compare(label, raw, names, grads, nE, ref_e, ref_loss, extra=(), g64=None):
-    n_all = nE + sum(grads[k].size for k in names) + sum(x.size for _, x in extra)
+def compare(label, raw, names, grads, nE, ref_e, ref_loss):
+    n_all = nE + sum(grads[k].size for k in names)
     v = np.frombuffer(raw[:4 * n_all], dtype=np.float32)
     closs = struct.unpack("<d", raw[4 * n_all:])[0]
     el = abs(closs - ref_loss) / abs(ref_loss)
     ee = rel(v[:nE], ref_e)
-    k, worst, wname, kb, emax, ename, tw = nE, 0.0, "", 0.0, 0.0, "", 0.0
+    k, worst, wname, kb, emax, ename = nE, 0.0, "", 0.0, 0.0, ""
     gmax = max(np.abs(grads[n]).max() for n in names)
     for n in names:
         sz = grads[n].size
         if n.endswith("key.bias"):
             kb = max(kb, float(np.abs(v[k:k + sz]).max() / gmax))
         else:
-            c, r = v[k:k + sz].astype(np.float64), (grads if g64 is None else g64)[n].astype(np.float64).ravel()
+            c, r = v[k:k + sz].astype(np.float64), grads[n].astype(np.float64).ravel()
             e = float(np.linalg.norm(c - r) / max(np.linalg.norm(r), 1e-30))
-            if g64 is not None:
-                t = grads[n].astype(np.float64).ravel()
-                tw = max(tw, float(np.linalg.norm(t - r) / max(np.linalg.norm(r), 1e-30)))
             if e > worst:
                 worst, wname = e, n
             e2 = rel(c, r)
             if e2 > emax:
                 emax, ename = e2, n
         k += sz
-    xw = 0.0
-    for n, x in extra:
-        xw = max(xw, rel(v[k:k + x.size], x))
-        k += x.size
-    gok = worst < 1e-3 if g64 is None else worst <= 10 * tw + 1e-4
-    check("%s: loss within 1e-6, embeddings within 1e-5, every gradient %s%s" %
-          (label, "within 1e-3 in relative L2 norm" if g64 is None else
-           "as close to float64 in L2 norm as PyTorch float32 (10x)", ", running statistics within 1e-6" if extra else ""),
-          el < 1e-6 and ee < 1e-5 and gok and kb < 1e-6 and xw < 1e-6,
-          "loss %.2e emb %.2e grad %.2e (%s; PyTorch float32 %.2e) key.bias %.2e stats %.2e"
-          % (el, ee, worst, wname, tw, kb, xw))
-    if g64 is not None:
-        note("%s: gradients vs float64 in L2 norm: C %.1e, PyTorch float32 %.1e" % (label, worst, tw))
-    note("%s: loss %.1e, embeddings %.1e, gradients %.1e in L2 norm (%s), largest element-wise %.1e (%s), "
-         "running stats %.1e" % (label, el, ee, worst, wname.split(".", 2)[-1], emax, ename.split(".", 2)[-1], xw))
+    check("%s: loss within 1e-6, embeddings within 1e-5, every gradient within 1e-3 in relative L2 norm" % label,
+          el < 1e-6 and ee < 1e-5 and worst < 1e-3 and kb < 1e-6,
+          "loss %.2e emb %.2e grad %.2e (%s) key.bias %.2e" % (el, ee, worst, wname, kb))
+    note("%s: loss %.1e, embeddings %.1e, gradients %.1e in L2 norm (%s), largest element-wise %.1e (%s)"
+         % (label, el, ee, worst, wname.split(".", 2)[-1], emax, ename.split(".", 2)[-1]))
 
 
 # ------------------------------------------------------------------ CNN14
@@ -125,22 +117,99 @@ for k in range(1, nb + 1):
 T = 201
 mel = torch.randn(B, T, cfg.n_mels, generator=g) * 15 - 40
 temb = torch.randn(B, E, generator=g)
-a = m.project_audio(mel)
+rec32 = {}
+a = m.project_audio(mel, rec=rec32)
 _, _, loss = R.salsa_loss(a, temb, torch.tensor(aid))
 loss.backward()
 grads = {n: p.grad.numpy() for n, p in m.named_parameters() if p.grad is not None}
 bufs = dict((n, b.numpy()) for n, b in m.named_buffers())
-r, raw = driver("cnn14", [B, T] + aid, [mel, temb])
-m64 = R.Clap(cfg, cnn_dropout=0.0, bert_dropout=0.0).double()
-m64.load_published({k: v.double() for k, v in sd.items()})
-m64.train()
-_, _, l64 = R.salsa_loss(m64.project_audio(mel.double()), temb.double(), torch.tensor(aid))
-l64.backward()
-g64 = {n: p.grad.numpy() for n, p in m64.named_parameters() if p.grad is not None}
-del m64
+r, raw = driver("cnn14dec", [B, T] + aid, [mel, temb])
 if check("the driver runs a full-size CNN14 step", r.returncode == 0, r.stderr[-300:]):
-    compare("full CNN14, 4 clips x 201 frames", raw, pn, grads, B * E, a.detach().numpy(), loss.item(),
-            [(n, bufs[n]) for n in rn], g64=g64)
+    # the C run: e, gradients, running statistics, loss, then its decisions
+    ng, nr = sum(grads[n].size for n in pn), sum(bufs[n].size for n in rn)
+    v = np.frombuffer(raw[:4 * (B * E + ng + nr)], dtype=np.float32)
+    ce, k, gc = v[:B * E], B * E, {}
+    for n in pn:
+        gc[n] = v[k:k + grads[n].size].astype(np.float64).reshape(grads[n].shape)
+        k += grads[n].size
+    cbuf = v[k:]
+    off = 4 * (B * E + ng + nr)
+    closs = struct.unpack("<d", raw[off:off + 8])[0]
+    off += 8
+    dc, t_, f_ = {"relu": []}, T, cfg.n_mels
+    for c in cfg.channels:
+        for _ in range(2):
+            n_ = B * c * t_ * f_
+            dc["relu"].append(torch.from_numpy(np.frombuffer(raw, np.uint8, n_, off).reshape(B, c, t_, f_) > 0))
+            off += n_
+        t_, f_ = t_ // 2, f_ // 2
+    dc["relu"].append(torch.from_numpy(np.frombuffer(raw, np.uint8, B * E, off).reshape(B, E) > 0))
+    off += B * E
+    dc["argmax"] = torch.from_numpy(np.frombuffer(raw, np.int32, B * cfg.channels[-1], off).reshape(B, -1).astype(np.int64))
+    check("the decisions of the C run are read to the end", off + 4 * B * cfg.channels[-1] == len(raw))
+
+    # float64: deciding itself (the exact gradient), and replaying C's and PyTorch float32's decisions
+    m64 = R.Clap(cfg, cnn_dropout=0.0, bert_dropout=0.0).double()
+    m64.load_published({k_: v_.double() for k_, v_ in sd.items()})
+    m64.train()
+
+    def grad64(dec=None, rec=None):
+        m64.zero_grad()
+        _, _, l_ = R.salsa_loss(m64.project_audio(mel.double(), dec, rec), temb.double(), torch.tensor(aid))
+        l_.backward()
+        return {n: p.grad.numpy().copy() for n, p in m64.named_parameters() if n in grads}
+
+    rec64 = {"pre": []}
+    g64, gC, gP = grad64(rec=rec64), grad64(dc), grad64(rec32)
+    del m64
+
+    def rl2(x, y, names):  # ||x - y|| / ||y|| over the tensors named
+        return float(np.sqrt(sum(np.sum((np.asarray(x[n], np.float64) - y[n]) ** 2) for n in names) /
+                             max(sum(np.sum(y[n] ** 2) for n in names), 1e-300)))
+
+    el, ee = abs(closs - loss.item()) / abs(loss.item()), rel(ce, a.detach().numpy())
+    xw = max(rel(cbuf[o_:o_ + bufs[n].size], bufs[n]) for o_, n in
+             zip(np.cumsum([0] + [bufs[n].size for n in rn[:-1]]), rn))
+    check("full CNN14, 4 clips x 201 frames: loss within 1e-6, embeddings within 1e-5, running statistics "
+          "within 1e-6 of PyTorch float32", el < 1e-6 and ee < 1e-5 and xw < 1e-6,
+          "loss %.2e emb %.2e stats %.2e" % (el, ee, xw))
+    # the arithmetic: every tensor against float64 along C's own branches
+    eC = {n: rl2(gc, gC, [n]) for n in pn}
+    eP = {n: rl2(grads, gP, [n]) for n in pn}
+    wC, wP = max(eC, key=eC.get), max(eP, key=eP.get)
+    check("full CNN14: every parameter's gradient within 1e-4 (relative L2 norm of the tensor) of float64 "
+          "replaying C's decisions", eC[wC] < 1e-4, "worst %.2e (%s)" % (eC[wC], wC))
+    tC, tP = rl2(gc, gC, pn), rl2(grads, gP, pn)
+    ratio = max(eC[n] / max(eP[n], 1e-12) for n in pn)
+    check("full CNN14: C's gradient as close to float64 as PyTorch float32's (each along its own decisions): "
+          "whole gradient no farther, no tensor 2x farther", tC <= tP and ratio < 2,
+          "whole %.2e vs %.2e, worst tensor ratio %.2f" % (tC, tP, ratio))
+    note("full CNN14 gradients vs float64 along their own decisions, relative L2 per tensor: C worst %.1e (%s), "
+         "whole %.1e; PyTorch float32 worst %.1e (%s), whole %.1e" % (eC[wC], wC.replace(PA, ""), tC, eP[wP],
+                                                                       wP.replace(PA, ""), tP))
+    # the decisions: those where C and float64 differ are rounding-level ties
+    flips, worst_m, ndec = [], 0.0, 0
+    for i_, (x_, y_) in enumerate(zip(dc["relu"], rec64["relu"])):
+        z = rec64["pre"][i_]
+        ndec += x_.numel()
+        for ix in (x_ != y_).nonzero().tolist():
+            sdv = float(z[:, ix[1]].std())
+            worst_m = max(worst_m, abs(float(z[tuple(ix)])) / sdv)
+            flips.append(i_)
+    tm = rec64["tmean"]  # [B, C, t] frame means of the head
+    for b_, c_ in (dc["argmax"] != rec64["argmax"]).nonzero().tolist():
+        row = tm[b_, c_]
+        worst_m = max(worst_m, float(row.max() - row[dc["argmax"][b_, c_]]) / float(row.std()))
+        flips.append(-1)
+    ndec += dc["argmax"].numel()
+    check("full CNN14: where C decides a ReLU or the head's max otherwise than float64, the float64 margin is "
+          "within 1e-4 of the values' spread (rounding, not error), and such ties are rare (< 1e-5 of %d)" % ndec,
+          worst_m < 1e-4 and len(flips) < 1e-5 * ndec, "%d flips, widest margin %.1e" % (len(flips), worst_m))
+    note("full CNN14: %d of %d decisions flipped (ReLU sites %s; -1 the head's max), the widest within %.1e of "
+         "its spread" % (len(flips), ndec, sorted(set(flips)), worst_m))
+    note("full CNN14 gradients vs float64 deciding itself (the flips included), relative L2 per tensor: C worst %.1e, "
+         "PyTorch float32 worst %.1e" % (max(rl2(gc, g64, [n]) for n in pn), max(rl2(grads, g64, [n]) for n in pn)))
+    del gC, gP, g64, rec64
 
 # ------------------------------------------------------------------ BERT
 m.zero_grad()
