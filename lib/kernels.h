@@ -75,6 +75,11 @@ void batchnorm_backward(float *din, float *dw, float *db, const float *dout, con
                         const float *rstd, const float *w, int O, int C, int S);
 void batchnorm_backward_naive(float *din, float *dw, float *db, const float *dout, const float *in, const float *mean,
                               const float *rstd, const float *w, int O, int C, int S);
+/* Synchronised BatchNorm for data-parallel training: fn (NULL: off) adds a
+ * vector of per-channel sums over the ranks in place; batchnorm_forward_train
+ * and batchnorm_backward then use the whole batch's statistics, and dw/db get
+ * this rank's share (kernels_conv.c). */
+void batchnorm_set_reduce(void (*fn)(double *x, size_t n));
 
 /* ================================================================ ReLU */
 

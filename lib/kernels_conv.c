@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 
 /* ================================================================ convolution 3x3 */
 
@@ -183,9 +185,84 @@ static void bn_affine(float *out, const float *in, int O, int C, int S, int c, f
         for (int i = 0; i < S; i++) BN_AT(out, o, c, i) = BN_AT(in, o, c, i) * a + s;
 }
 
+/* Synchronised BatchNorm (clap-train under MPI: each rank holds a slice of
+ * the batch): the per-channel sums, and the count, are added over the ranks
+ * by bn_reduce before they are used, so every rank normalises with the whole
+ * batch's statistics, as one process with the whole batch would (two passes,
+ * as bn_stats). The backward pass adds sum(dout) and sum((x - mean) dout)
+ * the same way for din, but dw and db get this rank's own share: the trainer
+ * sums the gradients over the ranks afterwards. Not set: the code above. */
+static void (*bn_reduce)(double *x, size_t n);
+
+void batchnorm_set_reduce(void (*fn)(double *x, size_t n)) { bn_reduce = fn; }
+
+static void bn_forward_train_sync(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
+                                  const float *in, const float *w, const float *b, int O, int C, int S, float eps,
+                                  float momentum) {
+    double *acc = xcalloc((size_t)C + 1, sizeof(double));
+    for (int c = 0; c < C; c++)
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < S; i++) acc[c] += BN_AT(in, o, c, i);
+    acc[C] = (double)O * S;
+    bn_reduce(acc, (size_t)C + 1);
+    double n = acc[C];
+    double *m = xmalloc((size_t)C * sizeof(double));
+    for (int c = 0; c < C; c++) m[c] = acc[c] / n, acc[c] = 0;
+    for (int c = 0; c < C; c++)
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < S; i++) {
+                double d = BN_AT(in, o, c, i) - m[c];
+                acc[c] += d * d;
+            }
+    bn_reduce(acc, (size_t)C);
+    for (int c = 0; c < C; c++) {
+        double var = acc[c] / n;
+        float mf = (float)m[c], rs = (float)(1.0 / sqrt(var + eps));
+        float a = rs * w[c], s = b[c] - mf * a;
+        bn_affine(out, in, O, C, S, c, a, s);
+        mean[c] = mf;
+        rstd[c] = rs;
+        bn_running(running_mean, running_var, c, m[c], var, n, momentum);
+    }
+    free(m), free(acc);
+}
+
+static void bn_backward_sync(float *din, float *dw, float *db, const float *dout, const float *in, const float *mean,
+                             const float *rstd, const float *w, int O, int C, int S) {
+    double *acc = xcalloc(2 * (size_t)C + 1, sizeof(double)); /* sum, dot of each channel; the count */
+    for (int c = 0; c < C; c++) {
+        float mf = mean[c];
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < S; i++) {
+                float g = BN_AT(dout, o, c, i);
+                acc[c] += g;
+                acc[C + c] += (double)(BN_AT(in, o, c, i) - mf) * g;
+            }
+        dw[c] += (float)(acc[C + c] * rstd[c]);
+        db[c] += (float)acc[c];
+    }
+    acc[2 * C] = (double)O * S;
+    bn_reduce(acc, 2 * (size_t)C + 1);
+    double n = acc[2 * C];
+    for (int c = 0; c < C; c++) {
+        float mf = mean[c], rs = rstd[c];
+        float k = (float)(acc[C + c] * rs * rs / n), gm = (float)(acc[c] / n), ws = rs * w[c];
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < S; i++) {
+                float x = BN_AT(in, o, c, i), g = BN_AT(dout, o, c, i);
+                BN_AT(din, o, c, i) = (g - gm - (x - mf) * k) * ws;
+            }
+    }
+    free(acc);
+}
+
 void batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
                              const float *in, const float *w, const float *b, int O, int C, int S, float eps,
                              float momentum) {
+    if (bn_reduce) {
+        bn_forward_train_sync(out, mean, rstd, running_mean, running_var, in, w, b, O, C, S, eps, momentum);
+        return;
+    }
     for (int c = 0; c < C; c++) {
         double m, var;
         bn_stats(&m, &var, in, O, C, S, c);
@@ -238,6 +315,10 @@ void batchnorm_forward_eval(float *out, const float *in, const float *w, const f
  * rstd w */
 void batchnorm_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *mean,
                         const float *rstd, const float *w, int O, int C, int S) {
+    if (bn_reduce) {
+        bn_backward_sync(din, dw, db, dout, in, mean, rstd, w, O, C, S);
+        return;
+    }
     double n = (double)O * S;
     for (int c = 0; c < C; c++) {
         double s = 0, dot = 0;
