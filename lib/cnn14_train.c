@@ -105,6 +105,8 @@ cnn14t *cnn14t_load(const char *path, char *err, size_t errlen) {
     m->n_mels = src->cfg.n_mels, m->nblocks = src->cfg.nblocks, m->embed = src->cfg.embed;
     for (int k = 0; k < m->nblocks; k++) m->channels[k] = src->cfg.channels[k];
     m->bn_eps = src->cfg.bn_eps, m->momentum = 0.1f, m->dropout = 0.2f;
+    /* cnns.py Cnn14.__init__: SpecAugmentation(64, 2, 8, 2), on in WavCaps' settings/train.yaml */
+    m->specaug = 1, m->spec_twidth = 64, m->spec_tstripes = 2, m->spec_fwidth = 8, m->spec_fstripes = 2;
     build_table(m);
     static const char *const bnp[4] = {"weight", "bias", "running_mean", "running_var"};
     char nm[160];
@@ -132,9 +134,9 @@ static void free_acts(cnn14t *m) {
         m->z1[k] = m->a1[k] = m->z2[k] = m->a2[k] = NULL, m->mask[k] = NULL;
     }
     free(m->stats), free(m->feat), free(m->hid), free(m->argmax), free(m->cols), free(m->d0), free(m->d1),
-        free(m->d2);
+        free(m->d2), free(m->stripes);
     m->mel = m->stats = m->feat = m->hid = m->cols = m->d0 = m->d1 = m->d2 = NULL;
-    m->argmax = NULL;
+    m->argmax = m->stripes = NULL;
 }
 
 void cnn14t_free(cnn14t *m) {
@@ -177,6 +179,44 @@ static void alloc_acts(cnn14t *m, int B, int T) {
 
 static uint64_t block_key(uint64_t item, int k) { return item ^ ((uint64_t)(k + 1) * 0x9e3779b97f4a7c15ULL); }
 
+/* ---------------------------------------------------------------- SpecAugment */
+
+static uint64_t sa_mix(uint64_t z) { /* splitmix64's finaliser */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* uniform in 0..n-1 from 53 bits of h (0 when n <= 0) */
+static int below(uint64_t h, int n) { return n > 0 ? (int)((double)(h >> 11) * 0x1.0p-53 * n) : 0; }
+
+/* torchlibrosa 0.0.9 DropStripes.transform_slice, per stripe: distance =
+ * randint(0, drop_width), bgn = randint(0, total_width - distance); each draw
+ * a hash of (key, draw index) instead of torch's generator. A clip shorter
+ * than the width (torch raises there; WavCaps pads every clip to 10 s) gets
+ * its width clamped to total - 1. */
+void cnn14t_spec_stripes(const cnn14t *m, int *s, int T, int M, uint64_t key) {
+    uint64_t k = sa_mix(key ^ 0x5370656341756721ULL); /* "SpecAug!": apart from dropout's keys */
+    for (int i = 0; i < m->spec_tstripes + m->spec_fstripes; i++) {
+        int tm = i < m->spec_tstripes, total = tm ? T : M;
+        int d = below(sa_mix(k + 0x9e3779b97f4a7c15ULL * (uint64_t)(2 * i + 1)), tm ? m->spec_twidth : m->spec_fwidth);
+        if (d > total - 1) d = total > 0 ? total - 1 : 0;
+        s[2 * i] = below(sa_mix(k + 0x9e3779b97f4a7c15ULL * (uint64_t)(2 * i + 2)), total - d);
+        s[2 * i + 1] = d;
+    }
+}
+
+/* x[T, M] = 0 on the stripes s (time stripes whole frames, frequency stripes
+ * whole bins): SpecAugment's forward on one clip, and its backward (the
+ * gradient of a zeroed value is 0) */
+static void spec_zero(float *x, const int *s, int nt, int nf, int T, int M) {
+    for (int i = 0; i < nt; i++)
+        memset(x + (size_t)s[2 * i] * M, 0, (size_t)s[2 * i + 1] * M * sizeof(float));
+    for (int i = nt; i < nt + nf; i++)
+        for (int t = 0; t < T; t++)
+            for (int f = s[2 * i]; f < s[2 * i] + s[2 * i + 1]; f++) x[(size_t)t * M + f] = 0;
+}
+
 /* training mode (batch statistics, running statistics updated) or eval mode
  * (running statistics) */
 static void bn(cnn14t *m, int train, float *out, float *st, int C, int ri, const float *in, int wi, int bi, int O,
@@ -204,6 +244,18 @@ static void forward(cnn14t *m, float *e, const float *mel, int B, int T, const u
     /* bn0 over the mel bins: [B, T, M] is O = B*T rows of C = M channels */
     bn(m, train, m->x[0], st, M, R, mel, T_BN0_W, T_BN0_B, B * T, 1);
     st += 2 * M;
+    /* cnns.py: if self.training and self.is_spec_augment: x = self.spec_augmenter(x) (after bn0) */
+    int ns = m->spec_tstripes + m->spec_fstripes;
+    m->specced = train && drop_keys && m->specaug && ns > 0;
+    if (m->specced) {
+        free(m->stripes);
+        m->stripes = xmalloc((size_t)B * ns * 2 * sizeof(int));
+        for (int b = 0; b < B; b++) {
+            int *s = m->stripes + (size_t)b * ns * 2;
+            cnn14t_spec_stripes(m, s, T, M, drop_keys[b]);
+            spec_zero(m->x[0] + (size_t)b * T * M, s, m->spec_tstripes, m->spec_fstripes, T, M);
+        }
+    }
     int t = T, f = M, cin = 1;
     for (int k = 0; k < N; k++) {
         int c = m->channels[k], P_ = t * f;
@@ -275,6 +327,11 @@ void cnn14t_backward(cnn14t *m, const float *de) {
         conv3x3_backward(da, G(m, T_CONV1(k)), m->cols, dz, m->x[k], P(m, T_CONV1(k)), B, cin, c, t, f);
         dx = da; /* d loss / d x[k] */
     }
+    /* SpecAugment: the zeroed values pass no gradient to bn0 */
+    if (m->specced)
+        for (int b = 0; b < B; b++)
+            spec_zero(dx + (size_t)b * T * M, m->stripes + (size_t)b * (m->spec_tstripes + m->spec_fstripes) * 2,
+                      m->spec_tstripes, m->spec_fstripes, T, M);
     /* bn0: its input gradient is not needed, only weight and bias */
     float *scratch = dx == m->d0 ? m->d1 : m->d0;
     batchnorm_backward(scratch, G(m, T_BN0_W), G(m, T_BN0_B), dx, m->mel, m->stats, m->stats + M, P(m, T_BN0_W),

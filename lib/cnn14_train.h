@@ -5,6 +5,7 @@
  * same architecture, sizes from the model file.
  *
  *   x = bn0(mel)                                    batch statistics over the mel bins
+ *   x = specaugment(x)                              training only: time and frequency stripes zeroed
  *   block k = 1..N: x = dropout(avgpool2(relu(bn2(conv2(relu(bn1(conv1(x))))))), p)
  *   feat = max_t mean_f x + mean_t mean_f x
  *   e = W2 relu(W0 feat + b0) + b2                  unnormalised: the loss normalises
@@ -34,6 +35,15 @@ typedef struct {
     /* configuration */
     int n_mels, nblocks, channels[CNN14T_MAX_BLOCKS], embed;
     float bn_eps, momentum, dropout; /* 1e-5, 0.1 (nn.BatchNorm2d), 0.2 (cnns.py) */
+    /* SpecAugment after bn0 in training mode (WavCaps cnns.py Cnn14.forward with
+     * settings/train.yaml spec_augmentation: True; torchlibrosa 0.0.9
+     * SpecAugmentation(time_drop_width=64, time_stripes_num=2, freq_drop_width=8,
+     * freq_stripes_num=2)): per clip, spec_tstripes stripes of frames and
+     * spec_fstripes stripes of mel bins set to 0, each of a width uniform in
+     * 0..width-1 and a start uniform over the places it fits. On (1) after
+     * cnn14t_load; 0 turns it off (clap-train --no-augment). Applied only when
+     * cnn14t_forward_train is given keys, like dropout. */
+    int specaug, spec_twidth, spec_tstripes, spec_fwidth, spec_fstripes;
     /* tensors */
     int ntensors;
     cnn14t_tensor *t;
@@ -46,6 +56,8 @@ typedef struct {
     float *z1[CNN14T_MAX_BLOCKS], *a1[CNN14T_MAX_BLOCKS], *z2[CNN14T_MAX_BLOCKS], *a2[CNN14T_MAX_BLOCKS];
     uint8_t *mask[CNN14T_MAX_BLOCKS]; /* dropout keep masks (all 1 when dropout was off) */
     int dropped;                  /* the last forward pass applied dropout */
+    int specced;                  /* the last forward pass applied SpecAugment */
+    int *stripes;                 /* [B, spec_tstripes + spec_fstripes, 2]: its stripes (start, width), time first */
     float *stats;                 /* batch means and rstds of every BatchNorm */
     float *feat, *hid;            /* [B, C_last], [B, E] (after ReLU) */
     int *argmax;                  /* [B, C_last] */
@@ -61,9 +73,11 @@ void cnn14t_free(cnn14t *m);
 int cnn14t_find(const cnn14t *m, const char *name);
 
 /* e[B, E] = the unnormalised embeddings of mel[B, T, M], in training mode:
- * batch statistics (running statistics updated), dropout when drop_keys is
- * not NULL (drop_keys[b]: a key for item b's masks, e.g. a hash of (seed,
- * epoch, item); block k's mask of item b is keyed by drop_keys[b] and k).
+ * batch statistics (running statistics updated); when drop_keys is not NULL
+ * (drop_keys[b]: a key for item b's random draws, e.g. a hash of (seed,
+ * epoch, item)) dropout (block k's mask of item b keyed by drop_keys[b] and
+ * k) and, if m->specaug, SpecAugment (item b's stripes keyed by drop_keys[b]
+ * alone: the same whatever the batch, its order or the threads).
  * The activations are kept for cnn14t_backward. */
 void cnn14t_forward_train(cnn14t *m, float *e, const float *mel, int B, int T, const uint64_t *drop_keys);
 /* The same in eval mode (what clap-audio computes: running statistics, no
@@ -72,5 +86,10 @@ void cnn14t_forward_eval(cnn14t *m, float *e, const float *mel, int B, int T);
 /* grads += d loss / d params, given de[B, E] = d loss / d e of the last
  * training forward pass */
 void cnn14t_backward(cnn14t *m, const float *de);
+
+/* SpecAugment's stripes of one clip of T frames and M mel bins, keyed by
+ * key: stripes[(nt + nf) * 2] = (start, width), the nt time stripes first
+ * (what cnn14t_forward_train draws for an item of that key). */
+void cnn14t_spec_stripes(const cnn14t *m, int *stripes, int T, int M, uint64_t key);
 
 #endif

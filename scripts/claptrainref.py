@@ -19,8 +19,12 @@ text_forward compute.
 
 Training-mode behaviour as published: dropout p=0.2 after every ConvBlock
 (cnns.py), BERT's hidden and attention dropout (HF default 0.1), BatchNorm on
-batch statistics with running statistics updated (momentum 0.1). WavCaps'
-SpecAugment is configuration-dependent and not part of this reference.
+batch statistics with running statistics updated (momentum 0.1), SpecAugment
+after bn0 (cnns.py Cnn14.forward, on in WavCaps' settings/train.yaml:
+spec_augmentation: True; torchlibrosa 0.0.9 SpecAugmentation(64, 2, 8, 2)):
+Clap(spec_augment=True) draws it with torch's generator, project_audio(spec=)
+applies given stripes (clap-train's, keyed by item). Off by default here, so
+that the parity tests compare the deterministic network.
 fp16 AMP (SALSA's half_precision) is not modelled: everything is float32."""
 import math
 
@@ -62,11 +66,41 @@ def _relu(z, mask, rec):
     return y
 
 
+def spec_stripes(B, T, M, widths=(64, 8), nums=(2, 2)):
+    """SpecAugment's stripes as torchlibrosa 0.0.9 draws them (DropStripes
+    .transform_slice: per clip, per stripe, distance = randint(0, drop_width),
+    bgn = randint(0, total_width - distance); the time dropper first, then the
+    frequency one): int64 [B, nums[0] + nums[1], 2] of (start, width)."""
+    out = torch.zeros(B, nums[0] + nums[1], 2, dtype=torch.long)
+    for axis, total in ((0, T), (1, M)):
+        for n in range(B):
+            for i in range(nums[axis]):
+                d = int(torch.randint(low=0, high=widths[axis], size=(1,))[0])
+                b = int(torch.randint(low=0, high=total - d, size=(1,))[0])
+                out[n, axis * nums[0] + i] = torch.tensor([b, d])
+    return out
+
+
+def spec_mask(stripes, T, M, ntime=2, dtype=torch.float32):
+    """[B, 1, T, M]: 0 on the stripes (the first ntime of each clip over
+    frames, the rest over mel bins), 1 elsewhere"""
+    B = stripes.shape[0]
+    mask = torch.ones(B, 1, T, M, dtype=dtype)
+    for n in range(B):
+        for i, (b, d) in enumerate(stripes[n].tolist()):
+            if i < ntime:
+                mask[n, :, b:b + d, :] = 0
+            else:
+                mask[n, :, :, b:b + d] = 0
+    return mask
+
+
 class Cnn14(nn.Module):
     """Cnn14 after the front end: mel [B, T, M] -> [B, C_last]."""
 
-    def __init__(self, n_mels, channels, dropout=0.2):
+    def __init__(self, n_mels, channels, dropout=0.2, spec_augment=False):
         super().__init__()
+        self.spec_augment = spec_augment  # WavCaps settings/train.yaml: spec_augmentation: True
         self.bn0 = nn.BatchNorm2d(n_mels)
         cin = 1
         for i, c in enumerate(channels, 1):
@@ -75,13 +109,22 @@ class Cnn14(nn.Module):
         self.nblocks = len(channels)
         self.dropout = dropout
 
-    def forward(self, mel, dec=None, rec=None):
+    def forward(self, mel, dec=None, rec=None, spec=None):
         """dec / rec: decisions to replay / a dict to record them in (see
-        Clap.project_audio); None: decided here, as published."""
+        Clap.project_audio); None: decided here, as published. spec: SpecAugment
+        stripes [B, 4, 2] to apply (e.g. clap-train's), whatever the mode;
+        None: drawn by spec_stripes in training mode if spec_augment (cnns.py:
+        if self.training and self.is_spec_augment), else none."""
         x = mel[:, None]                     # (B, 1, T, M)
         x = x.transpose(1, 3)
         x = self.bn0(x)
         x = x.transpose(1, 3)
+        if spec is None and self.training and self.spec_augment:
+            spec = spec_stripes(x.shape[0], x.shape[2], x.shape[3])
+        if spec is not None:  # torchlibrosa zeroes in place; the same values and gradient
+            x = x * spec_mask(spec, x.shape[2], x.shape[3], dtype=x.dtype)
+        if rec is not None:
+            rec["spec"] = spec
         for i in range(1, self.nblocks + 1):
             x = getattr(self, "conv_block%d" % i)(x, dec and dec["relu"][2 * i - 2:2 * i], rec)
             x = F.dropout(x, p=self.dropout, training=self.training)
@@ -206,11 +249,11 @@ class _Holder(nn.Module):
 
 
 class Clap(nn.Module):
-    def __init__(self, cfg, cnn_dropout=0.2, bert_dropout=0.1):
+    def __init__(self, cfg, cnn_dropout=0.2, bert_dropout=0.1, spec_augment=False):
         super().__init__()
         self.cfg = cfg
         self.audio_encoder = _Holder()
-        self.audio_encoder.audio_enc = Cnn14(cfg.n_mels, cfg.channels, cnn_dropout)
+        self.audio_encoder.audio_enc = Cnn14(cfg.n_mels, cfg.channels, cnn_dropout, spec_augment)
         self.text_encoder = _Holder()
         self.text_encoder.text_encoder = BertModel(cfg, bert_dropout)
         e = cfg.embed
@@ -230,7 +273,7 @@ class Clap(nn.Module):
             raise KeyError("state_dict lacks %s" % ", ".join(missing[:5]))
         self.load_state_dict(keep, strict=True)
 
-    def project_audio(self, mel, dec=None, rec=None):
+    def project_audio(self, mel, dec=None, rec=None, spec=None):
         """unnormalised audio embeddings [B, E] (ASE.encode_audio before F.normalize).
 
         The branch decisions of the forward pass (every ReLU's mask, the head's
@@ -242,7 +285,7 @@ class Clap(nn.Module):
         replays a float32 run's decisions is the exact value of the function
         that run computed, which separates its rounding error from the
         decisions rounding flipped (tests/full/test_clap_train_full.py)."""
-        x = self.audio_encoder.audio_enc(mel, dec, rec)
+        x = self.audio_encoder.audio_enc(mel, dec, rec, spec)
         p = self.audio_proj
         h = _relu(p[0](x), dec and dec["relu"][-1], rec)
         return p[2](h)

@@ -208,6 +208,7 @@ static void test_dropout_masks(void) {
     CHECKF(A && Tx, "the bundled test CLAP loads for the dropout checks", "%s", err);
     if (!A || !Tx) return;
     int B = 6, T = 70, M = A->n_mels, E = A->embed;
+    A->specaug = 0; /* dropout alone (SpecAugment: test_specaug) */
     float *mel = rnd((size_t)B * T * M, 10), *mel2 = zeros((size_t)B * T * M);
     for (size_t i = 0; i < (size_t)B * T * M; i++) mel[i] -= 40;
     uint64_t keys[6] = {11, 12, 13, 14, 15, 16}, keys2[6];
@@ -271,6 +272,101 @@ static void test_dropout_masks(void) {
     free(ids), free(mel), free(mel2), free(e), free(e0);
     cnn14t_free(A);
     bertt_free(Tx);
+}
+
+/* SpecAugment (WavCaps cnns.py + torchlibrosa 0.0.9 DropStripes): the
+ * stripes' widths and starts as published, each clip's stripes zeroed and
+ * nothing else changed, keyed by item, off when asked */
+static void test_specaug(void) {
+    const char *model = "data/models/clap-test.safetensors";
+    char err[512];
+    cnn14t *A = cnn14t_load(model, err, sizeof err);
+    CHECKF(A != NULL, "the bundled test CLAP loads for the SpecAugment checks", "%s", err);
+    if (!A) return;
+    CHECKF(A->specaug == 1 && A->spec_twidth == 64 && A->spec_tstripes == 2 && A->spec_fwidth == 8 &&
+               A->spec_fstripes == 2,
+           "SpecAugment on by default with WavCaps' SpecAugmentation(64, 2, 8, 2)", "%d %d %d %d %d", A->specaug,
+           A->spec_twidth, A->spec_tstripes, A->spec_fwidth, A->spec_fstripes);
+    /* the distribution: width uniform in 0..w-1, start uniform in 0..total-width-1 */
+    enum { ND = 40000 };
+    int TT = 1001, MM = 64, st[8], ok = 1;
+    long ht[64] = {0}, hf[8] = {0};
+    double pos[2] = {0, 0};
+    for (int n = 0; n < ND; n++) {
+        cnn14t_spec_stripes(A, st, TT, MM, 0x1234567ULL * (uint64_t)n + 99);
+        for (int i = 0; i < 4; i++) {
+            int tot = i < 2 ? TT : MM, b = st[2 * i], d = st[2 * i + 1];
+            ok &= d >= 0 && d < (i < 2 ? 64 : 8) && b >= 0 && b < tot - d;
+            if (i < 2) ht[d]++; else hf[d]++;
+            pos[i >= 2] += (b + 0.5) / (tot - d); /* uniform start: mean 1/2 */
+        }
+    }
+    double ct = 0, cf = 0, et = 2.0 * ND / 64, ef = 2.0 * ND / 8;
+    for (int d = 0; d < 64; d++) ct += (ht[d] - et) * (ht[d] - et) / et;
+    for (int d = 0; d < 8; d++) cf += (hf[d] - ef) * (hf[d] - ef) / ef;
+    double mt = pos[0] / (2.0 * ND), mf = pos[1] / (2.0 * ND), sg = 5 * sqrt(1.0 / 12 / (2.0 * ND));
+    CHECK(ok, "SpecAugment: 2 time stripes of width < 64 and 2 frequency stripes of width < 8, every one inside the clip");
+    CHECKF(ct < 63 + 5 * sqrt(126.0) && cf < 7 + 5 * sqrt(14.0),
+           "SpecAugment: stripe widths uniform over 0..63 (time) and 0..7 (frequency) (chi-square within 5 sigma)",
+           "chi2 %.1f (63 dof), %.1f (7 dof)", ct, cf);
+    CHECKF(fabs(mt - 0.5) < sg + 0.5 / 1001 && fabs(mf - 0.5) < sg + 0.5 / 64,
+           "SpecAugment: stripe starts uniform over the places the stripe fits", "mean position %.4f %.4f", mt, mf);
+    /* a clip shorter than the time width: stripes clamped inside it */
+    int sh = 1;
+    for (int n = 0; n < 2000; n++) {
+        cnn14t_spec_stripes(A, st, 20, MM, (uint64_t)n);
+        for (int i = 0; i < 2; i++) sh &= st[2 * i + 1] <= 19 && st[2 * i] >= 0 && st[2 * i] + st[2 * i + 1] <= 20;
+    }
+    CHECK(sh, "SpecAugment on a clip of 20 frames: every time stripe inside the clip");
+
+    /* a step: zeros on the stripes, the bn0 output elsewhere, the same stripes for an item wherever it is */
+    int B = 5, T = 150, M = A->n_mels, E = A->embed;
+    A->dropout = 0;
+    float *mel = rnd((size_t)B * T * M, 10), *mel2 = zeros((size_t)B * T * M);
+    for (size_t i = 0; i < (size_t)B * T * M; i++) mel[i] -= 40;
+    uint64_t keys[5] = {101, 202, 303, 404, 505}, keys2[5];
+    int perm[5] = {2, 4, 1, 0, 3};
+    float *e = zeros((size_t)B * E), *e0 = zeros((size_t)B * E), *x0 = zeros((size_t)B * T * M);
+    A->specaug = 0;
+    cnn14t_forward_train(A, e0, mel, B, T, keys);
+    int off_ok = !A->specced;
+    memcpy(x0, A->x[0], (size_t)B * T * M * sizeof(float));
+    A->specaug = 1;
+    cnn14t_forward_train(A, e, mel, B, T, keys);
+    int zero_ok = A->specced, rest_ok = 1;
+    size_t nz = 0;
+    int *saved = xmalloc((size_t)B * 8 * sizeof(int));
+    memcpy(saved, A->stripes, (size_t)B * 8 * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        const int *s = A->stripes + b * 8;
+        for (int t = 0; t < T; t++)
+            for (int f = 0; f < M; f++) {
+                int in = (t >= s[0] && t < s[0] + s[1]) || (t >= s[2] && t < s[2] + s[3]) ||
+                         (f >= s[4] && f < s[4] + s[5]) || (f >= s[6] && f < s[6] + s[7]);
+                size_t i = ((size_t)b * T + t) * M + f;
+                if (in) zero_ok &= A->x[0][i] == 0.0f, nz++;
+                else rest_ok &= A->x[0][i] == x0[i];
+            }
+    }
+    CHECK(off_ok, "SpecAugment off (specaug = 0): not applied");
+    CHECKF(zero_ok && rest_ok && nz > 0,
+           "SpecAugment zeroes exactly its stripes of the bn0 output, every other value unchanged", "%zu zeros", nz);
+    double d = 0;
+    for (int i = 0; i < B * E; i++) d = fmax(d, fabs(e[i] - e0[i]));
+    CHECKF(d > 1e-6, "SpecAugment changes the embeddings", "%.3g", d);
+    cnn14t_forward_train(A, e0, mel, B, T, NULL);
+    CHECK(!A->specced, "SpecAugment needs keys: none without them (the parity runs, clap-train --no-augment)");
+    for (int b = 0; b < B; b++) {
+        keys2[b] = keys[perm[b]];
+        memcpy(mel2 + (size_t)b * T * M, mel + (size_t)perm[b] * T * M, (size_t)T * M * sizeof(float));
+    }
+    cnn14t_forward_train(A, e, mel2, B, T, keys2);
+    int same = 1;
+    for (int b = 0; b < B; b++) same &= !memcmp(A->stripes + b * 8, saved + perm[b] * 8, 8 * sizeof(int));
+    CHECK(same, "SpecAugment: an item's stripes depend on its key, not on its place in the batch");
+    CHECK(memcmp(saved, saved + 8, 8 * sizeof(int)) != 0, "SpecAugment: two items get different stripes");
+    free(saved), free(mel), free(mel2), free(e), free(e0), free(x0);
+    cnn14t_free(A);
 }
 
 /* ------------------------------------------------------------------ dump mode */
@@ -392,6 +488,28 @@ static int dump(const char *op, const char *inpath, const char *outpath, const c
         }
         free(e), free(de);
         cnn14t_free(m);
+    } else if (!strcmp(op, "cnn14aug")) {
+        /* B T aid[B] key[B] (two int32 each, low first); mel[B,T,M] t[B,E] -> e, grads, loss (f64), stripes
+         * int32 [B, nt + nf, 2]: a training step with SpecAugment keyed by key[b], dropout off */
+        char err[512];
+        cnn14t *m = model ? cnn14t_load(model, err, sizeof err) : NULL;
+        if (!m) die("%s", model ? err : "cnn14aug needs a model file");
+        int B = iv[0], T = iv[1], E = m->embed, ns = m->spec_tstripes + m->spec_fstripes;
+        uint64_t *keys = xmalloc((size_t)B * sizeof(uint64_t));
+        for (int b = 0; b < B; b++)
+            keys[b] = (uint64_t)(uint32_t)iv[2 + B + 2 * b] | (uint64_t)(uint32_t)iv[3 + B + 2 * b] << 32;
+        float *mel = TAKE((size_t)B * T * m->n_mels), *t = TAKE((size_t)B * E);
+        float *e = zeros((size_t)B * E), *de = zeros((size_t)B * E);
+        m->dropout = 0;
+        cnn14t_forward_train(m, e, mel, B, T, keys);
+        if (!m->specced) die("cnn14aug: SpecAugment was not applied");
+        contrastive_out r = contrastive_loss(de, NULL, e, t, iv + 2, NULL, NULL, 0, 0, B, E, 0.05f, 1.0, 0.0);
+        cnn14t_backward(m, de);
+        put(o, e, (size_t)B * E), put(o, m->grads, m->nparams);
+        if (fwrite(&r.sup, sizeof(double), 1, o) != 1) die("write failed");
+        if (fwrite(m->stripes, sizeof(int), (size_t)B * ns * 2, o) != (size_t)B * ns * 2) die("write failed");
+        free(keys), free(e), free(de);
+        cnn14t_free(m);
     } else if (!strcmp(op, "bert")) { /* B len[B] aid[B] ids[sum len]; a[B,E] -> e, grads, loss (f64) */
         char err[512];
         bertt *m = model ? bertt_load(model, err, sizeof err) : NULL;
@@ -430,5 +548,6 @@ int main(int argc, char **argv) {
     test_linear();
     test_losses();
     test_dropout_masks();
+    test_specaug();
     return check_exit();
 }
