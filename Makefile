@@ -51,7 +51,7 @@ TEST_BINS := $(TEST_SRC:tests/c/%.c=$(B)/tests/%)
 MAN1      := $(wildcard man/man1/*.1)
 MAN5      := $(wildcard man/man5/*.5)
 
-.PHONY: all check check-kernels check-full check-san fuzz fuzz-short demo install uninstall clean bench deps
+.PHONY: all check check-kernels check-full check-mpi check-san fuzz fuzz-short demo install uninstall clean bench deps
 all: deps $(TOOL_BINS) $(TEST_BINS)
 
 deps:
@@ -84,6 +84,14 @@ check: all
 check-san:
 	@$(MAKE) -s SAN=1 all
 	@WSAC_SAN=1 WSAC_BIN=$(CURDIR)/bin-san WSAC_BUILD=$(CURDIR)/build-san sh tests/run.sh
+
+# The MPI build of clap-train (make MPI=1: build-mpi/, bin-mpi/) under mpirun with
+# 1-4 local ranks (tests/py/test_mpi.py); without Open MPI (sh scripts/install-mpi.sh)
+# it says so and passes.
+check-mpi: all
+	@if pkg-config --exists ompi-c && command -v mpirun >/dev/null 2>&1; then \
+	  $(MAKE) -s MPI=1 all && WSAC_MPI_BIN=$(CURDIR)/bin-mpi WSAC_MPI_BUILD=$(CURDIR)/build-mpi sh tests/run.sh test_mpi; \
+	else echo "check-mpi: Open MPI is not installed (sh scripts/install-mpi.sh): skipped"; fi
 
 # libFuzzer harnesses (tests/fuzz/, clang-14 + ASan/UBSan) into build-fuzz/.
 fuzz:

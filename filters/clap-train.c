@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "clap_train.h"
+#include "dist.h"
 #include "util.h"
 
 static const char usage[] =
@@ -82,6 +83,10 @@ static const char usage[] =
     "  -h, --help               show this help\n"
     "\n"
     "SIGINT/SIGTERM: the step finishes, a checkpoint is written, the run stops.\n"
+    "Many machines (a make MPI=1 build): mpirun -n R clap-train ... splits every\n"
+    "batch of --bs items over the R ranks (--bs a multiple of R); the loss sees the\n"
+    "whole batch, gradients and BatchNorm statistics are summed over the ranks, so\n"
+    "the run is the one-process run to rounding; rank 0 writes the files.\n"
     "Exit status: 0 trained and written, 1 usage error, 2 fatal (unreadable model,\n"
     "a model of another architecture or without a tower, unreadable stream, a\n"
     "caption whose audio is missing, a missing teacher embedding) or stopped by a\n"
@@ -118,6 +123,8 @@ static void on_signal(int sig) {
 
 int main(int argc, char **argv) {
     tool_init("clap-train");
+    /* under mpirun (a make MPI=1 build): MPI may take its own arguments out of argv first */
+    int ranks = dist_init(&argc, &argv);
     static const struct option longopts[] = {
         {"init", required_argument, 0, 'm'},       {"mel", required_argument, 0, O_MEL},
         {"captions", required_argument, 0, O_CAPS}, {"csv", no_argument, 0, O_CSV},
@@ -248,5 +255,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     o.stop = &stop_flag;
-    return clap_train_run(&o);
+    if (ranks > 1 && dist_rank() > 0) tool_quiet = 1; /* rank 0 reports; every rank names its errors */
+    int rc = clap_train_run(&o);
+    dist_finalize();
+    return rc;
 }

@@ -190,8 +190,21 @@ void bertt_forward_train(bertt *m, float *e, const int32_t *ids, const int *len,
         uint8_t *am = NULL;
         if (m->dropped && m->attn_dropout > 0) {
             am = a->amask;
+            /* item b's mask is drawn for its own [NH, len, len] and then laid out
+             * in the batch's [NH, Tm, Tm]: the bits must not depend on the batch's
+             * longest caption (Tm), or an item's dropout would change with the
+             * other items of its batch (and with how clap-train splits a batch
+             * over MPI ranks) */
             size_t per = (size_t)NH * Tm * Tm;
-            for (int b = 0; b < B; b++) dropout_mask(am + b * per, per, m->attn_dropout, site_key(drop_keys[b], l, 3));
+            for (int b = 0; b < B; b++) {
+                size_t L = (size_t)m->len[b];
+                uint8_t *own = xmalloc((size_t)NH * L * L + 1);
+                dropout_mask(own, (size_t)NH * L * L, m->attn_dropout, site_key(drop_keys[b], l, 3));
+                for (size_t h = 0; h < (size_t)NH; h++)
+                    for (size_t r = 0; r < L; r++)
+                        memcpy(am + b * per + (h * Tm + r) * Tm, own + (h * L + r) * L, L);
+                free(own);
+            }
         }
         attention_forward(a->atty, a->att, a->qkv, am, ads, m->off, m->len, B, Tm, H, NH, 0);
         linear_forward(a->r1, a->atty, P(m, LT(l, L_O_W)), P(m, LT(l, L_O_B)), N, H, H);

@@ -5,7 +5,14 @@
  * last partial batch dropped, as the published loader's drop_last); the
  * audio tower sees the bs clips of the batch, duplicates included. Positives
  * are items with the same audio. Every random draw is keyed by (seed, epoch,
- * item), never by the order of work. */
+ * item), never by the order of work.
+ *
+ * Under MPI (dist.h) each of R ranks runs bs/R items of every batch through
+ * both towers, BatchNorm's statistics added over the ranks; the embeddings
+ * are gathered so the loss sees the whole batch (as open_clip's gathered
+ * loss), each rank backpropagates its own rows, and the gradients are
+ * summed over the ranks (in rank order: every rank then takes the same
+ * AdamW step). Rank 0 alone writes files, logs and validates. */
 #include "clap_train.h"
 
 #include <ctype.h>
@@ -20,6 +27,7 @@
 #include "captions.h"
 #include "cnn14_train.h"
 #include "contrastive.h"
+#include "dist.h"
 #include "embset.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -382,6 +390,9 @@ int clap_train_run(const clap_train_opts *o) {
     if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", src, A->embed, Tx->c.embed);
     if (!o->augment) A->dropout = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
     int E = A->embed, M = A->n_mels;
+    int R = dist_size(), me = dist_rank(), lead = me == 0;
+    if (o->bs % R) die("--bs %d does not split over %d ranks: give a multiple of %d", o->bs, R, R);
+    if (R > 1) batchnorm_set_reduce(dist_sum_d); /* the whole batch's statistics on every rank */
 
     /* the tokenizer the model file carries */
     st_file *f = st_open(src, err, sizeof err);
@@ -459,24 +470,26 @@ int clap_train_run(const clap_train_opts *o) {
     }
     int stopped = 0;
 
-    int B = o->bs, nb = nit / B, Lsum;
-    float *mel = xmalloc((size_t)B * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
+    int B = o->bs, nb = nit / B, Lsum, Bl = B / R, j0 = me * Bl; /* this rank's items: j0 .. j0+Bl-1 of a batch */
+    float *mel = xmalloc((size_t)Bl * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
           *et = xmalloc((size_t)B * E * sizeof(float)), *da = xmalloc((size_t)B * E * sizeof(float)),
-          *dt = xmalloc((size_t)B * E * sizeof(float));
+          *dt = xmalloc((size_t)B * E * sizeof(float)), *eal = xmalloc((size_t)Bl * E * sizeof(float)),
+          *etl = xmalloc((size_t)Bl * E * sizeof(float));
     float *bta = MT ? xmalloc((size_t)B * MT * Dt * sizeof(float)) : NULL;
     float *btt = MT ? xmalloc((size_t)B * MT * Dt * sizeof(float)) : NULL;
-    int32_t *bids = xmalloc((size_t)B * Tx->c.max_len * sizeof(int32_t));
+    int32_t *bids = xmalloc((size_t)Bl * Tx->c.max_len * sizeof(int32_t));
     int *blen = xmalloc((size_t)B * sizeof(int)), *aid = xmalloc((size_t)B * sizeof(int)), *perm = xmalloc((size_t)nit * sizeof(int));
-    uint64_t *dka = xmalloc((size_t)B * sizeof(uint64_t)), *dkt = xmalloc((size_t)B * sizeof(uint64_t));
+    uint64_t *dka = xmalloc((size_t)Bl * sizeof(uint64_t)), *dkt = xmalloc((size_t)Bl * sizeof(uint64_t));
     FILE *logf = NULL;
-    if (o->log) {
+    if (o->log && lead) {
         if (!(logf = fopen(o->log, "w"))) die("cannot create %s: %m", o->log);
         fprintf(logf, "step\tepoch\tbatch\tloss\tl_sup\tl_dist\tlr_audio_encoder\tlr_text_encoder\tlr_audio_proj\t"
                       "lr_text_proj\tseconds\n");
     }
-    if (!tool_quiet)
-        infox("%d clips, %d items, %d batches of %d a epoch, %d epochs, %d frames a clip%s", nclips, nit, nb, B,
-              o->epochs, frames, MT ? ", distilling" : "");
+    if (!tool_quiet && lead)
+        infox("%d clips, %d items, %d batches of %d a epoch, %d epochs, %d frames a clip%s%s", nclips, nit, nb, B,
+              o->epochs, frames, MT ? ", distilling" : "", R > 1 ? ", split over the ranks" : "");
+    if (!tool_quiet && lead && R > 1) infox("%d ranks, %d items each a batch", R, Bl);
     long step = pos.step;
     double t0 = (double)clock() / CLOCKS_PER_SEC;
     if (o->resume && !tool_quiet) infox("resuming %s at epoch %d, batch %d (step %ld)", o->resume, pos.epoch + 1, pos.batch + 1, step);
@@ -492,8 +505,17 @@ int clap_train_run(const clap_train_opts *o) {
             Lsum = 0;
             for (int j = 0; j < B; j++) {
                 const item *x = &it[perm[b * B + j]];
+                aid[j] = x->audio; /* the whole batch's: the loss sees every item */
+                if (MT) {
+                    memcpy(bta + (size_t)j * MT * Dt, ta + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
+                    memcpy(btt + (size_t)j * MT * Dt, tt + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
+                }
+            }
+            for (int jl = 0; jl < Bl; jl++) {
+                int j = j0 + jl;
+                const item *x = &it[perm[b * B + j]];
                 const clip *cl = &clips[x->audio];
-                float *dst = mel + (size_t)j * frames * M;
+                float *dst = mel + (size_t)jl * frames * M;
                 uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
                 /* a longer clip: a window of `frames` frames at a random start, as WavCaps'
                  * AudioCaptionDataset crops the waveform to max_length (the first with
@@ -503,24 +525,21 @@ int clap_train_run(const clap_train_opts *o) {
                 memcpy(dst, cl->mel + (size_t)c0 * M, (size_t)T * M * sizeof(float));
                 for (size_t q = (size_t)T * M; q < (size_t)frames * M; q++) dst[q] = -100.0f; /* log10(1e-10) dB: silence */
                 memcpy(bids + Lsum, x->ids, (size_t)x->ntok * sizeof(int32_t));
-                blen[j] = x->ntok, Lsum += x->ntok;
-                aid[j] = x->audio;
-                dka[j] = key, dkt[j] = mix(key);
-                if (MT) {
-                    memcpy(bta + (size_t)j * MT * Dt, ta + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
-                    memcpy(btt + (size_t)j * MT * Dt, tt + (size_t)perm[b * B + j] * MT * Dt, (size_t)MT * Dt * sizeof(float));
-                }
+                blen[jl] = x->ntok, Lsum += x->ntok;
+                dka[jl] = key, dkt[jl] = mix(key);
             }
             double lr[4];
             for (int g = 0; g < 4; g++)
                 lr[g] = o->constant_lr ? o->lr[g]
                                        : salsa_lr(ep + (double)b / nb, o->lr[g], o->min_lr, o->warmup, o->ramp0, o->ramp1);
-            cnn14t_forward_train(A, ea, mel, B, frames, o->augment ? dka : NULL);
-            bertt_forward_train(Tx, et, bids, blen, B, o->augment ? dkt : NULL);
+            cnn14t_forward_train(A, eal, mel, Bl, frames, o->augment ? dka : NULL);
+            bertt_forward_train(Tx, etl, bids, blen, Bl, o->augment ? dkt : NULL);
+            dist_allgather(ea, eal, (size_t)Bl * E), dist_allgather(et, etl, (size_t)Bl * E);
             contrastive_out lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, Dt, B, E, (float)o->tau, wsup, wdist);
             if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
-            cnn14t_backward(A, da);
-            bertt_backward(Tx, dt);
+            cnn14t_backward(A, da + (size_t)j0 * E); /* this rank's rows */
+            bertt_backward(Tx, dt + (size_t)j0 * E);
+            dist_sum(A->grads, A->nparams), dist_sum(Tx->grads, Tx->nparams);
             adamw_torch_step(A->params, A->grads, am, av, ahead, step + 1, lr[0], o->b1, o->b2, o->eps, o->wd);
             adamw_torch_step(A->params + ahead, A->grads + ahead, am + ahead, av + ahead, A->nparams - ahead, step + 1,
                              lr[2], o->b1, o->b2, o->eps, o->wd);
@@ -533,15 +552,15 @@ int clap_train_run(const clap_train_opts *o) {
                         lo.total, lo.sup, lo.dist, lr[0], lr[1], lr[2], lr[3], t1 - t0);
                 fflush(logf);
             }
-            if (tool_verbose) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step + 1, ep + 1, b + 1, nb, lo.total);
+            if (tool_verbose && lead) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step + 1, ep + 1, b + 1, nb, lo.total);
             step++;
-            if (o->stop && *o->stop) {
+            if (dist_max(o->stop && *o->stop)) { /* every rank stops after the same step */
                 stopped = 1;
                 b++;
                 break;
             }
         }
-        if (o->val && b >= nb) {
+        if (o->val && b >= nb && lead) {
             double r1, map = validate(A, Tx, vclips, nvclips, vit, nvit, &r1);
             if (!tool_quiet) infox("epoch %d: validation mAP@10 %.4f, R@1 %.4f (%d captions, %d clips)%s", ep + 1, map, r1,
                                    nvit, nvclips, map > best ? ", the best so far" : "");
@@ -553,15 +572,15 @@ int clap_train_run(const clap_train_opts *o) {
         }
         /* the position after the last step run: the next batch, or the next epoch's first */
         position here = {step, b < nb ? ep : ep + 1, b < nb ? b : 0};
-        if (o->ckpt || stopped) {
+        if ((o->ckpt || stopped) && lead) {
             write_model(ckpt, src, init_name, A, Tx, o, step, mom, &here, nit);
             if (!tool_quiet && (stopped || tool_verbose)) infox("checkpoint %s at step %ld", ckpt, step);
         }
     }
     if (logf && fclose(logf)) die("%s: write failed", o->log);
-    if (stopped) {
+    if (stopped && lead) {
         warnx_("stopped by a signal after step %ld; resume with --resume %s", step, ckpt);
-    } else {
+    } else if (lead) {
         write_model(o->out, src, init_name, A, Tx, o, step, NULL, NULL, nit);
         if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
     }
@@ -573,7 +592,8 @@ int clap_train_run(const clap_train_opts *o) {
     for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
     free(clips), free(it), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
         free(et), free(da), free(dt), free(bta), free(btt), free(bids), free(blen), free(aid), free(perm), free(dka),
-        free(dkt);
+        free(dkt), free(eal), free(etl);
+    if (R > 1) batchnorm_set_reduce(NULL);
     wp_free(wp);
     cnn14t_free(A);
     bertt_free(Tx);

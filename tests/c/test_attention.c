@@ -12,6 +12,7 @@
 
 #include "check.h"
 #include "gap.h" /* rng_t */
+#include "bert_train.h"
 #include "kernels.h"
 #include "parfor.h"
 #include "util.h"
@@ -153,6 +154,39 @@ static void gradcheck(void) {
     drop(&p);
 }
 
+
+/* BERT's attention dropout (lib/bert_train.c): an item's mask is drawn for its
+ * own length, so it does not change with the batch's longest caption (the
+ * same item alone and beside a longer one), which clap-train's splitting of a
+ * batch over MPI ranks relies on */
+static void test_bert_attention_mask(void) {
+    char err[512];
+    bertt *Tx = bertt_load("data/models/clap-test.safetensors", err, sizeof err);
+    CHECKF(Tx != NULL, "the bundled test CLAP's text tower loads", "%s", err);
+    if (!Tx) return;
+    int lens[2] = {6, 17}, N = 23, NH = Tx->c.heads;
+    int32_t ids[23];
+    for (int i = 0; i < N; i++) ids[i] = 2000 + 37 * i;
+    uint64_t keys[2] = {101, 202};
+    float e[2 * 1024];
+    bertt_forward_train(Tx, e, ids, lens, 1, keys); /* item 0 alone: Tm 6 */
+    int L = lens[0], Tm1 = Tx->Tm, nl = Tx->c.layers;
+    uint8_t *alone = xmalloc((size_t)nl * NH * L * L);
+    for (int l = 0; l < nl; l++)
+        for (int h = 0; h < NH; h++)
+            for (int r = 0; r < L; r++)
+                memcpy(alone + (((size_t)l * NH + h) * L + r) * L, Tx->la[l].amask + ((size_t)h * Tm1 + r) * Tm1, (size_t)L);
+    bertt_forward_train(Tx, e, ids, lens, 2, keys); /* beside a 17-token caption: Tm 17 */
+    int same = Tx->Tm == 17, Tm2 = Tx->Tm;
+    for (int l = 0; l < nl && same; l++)
+        for (int h = 0; h < NH && same; h++)
+            for (int r = 0; r < L && same; r++)
+                same = !memcmp(alone + (((size_t)l * NH + h) * L + r) * L, Tx->la[l].amask + ((size_t)h * Tm2 + r) * Tm2, (size_t)L);
+    CHECK(same, "BERT attention dropout: an item's mask is the same alone and beside a longer caption");
+    free(alone);
+    bertt_free(Tx);
+}
+
 int main(void) {
     tool_init("test_attention");
     rng_seed(&R, 5);
@@ -166,6 +200,7 @@ int main(void) {
     compare("2 sequences of 32/64 tokens, width 64, 4 heads of 16", round, 2, 64, 4, 1, 2e-6);
     compare("one sequence of 498 tokens (PaSST), width 96, 2 heads of 48", passt, 1, 96, 2, 0, 5e-6);
     gradcheck();
+    test_bert_attention_mask();
     parfor_init(3);
     result pooled = run(&p, 0, 0);
     CHECK(same_bits(&p, &serial, &pooled, 0), "non-causal attention: the same bits on 1 and 3 threads");
