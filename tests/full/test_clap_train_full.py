@@ -9,7 +9,7 @@ BatchNorm's running statistics. Minutes and a few GB.
 BERT's gradients are compared tensor by tensor in relative L2 norm
 (||g_C - g_ref|| / ||g_ref||), within 1e-3 of PyTorch float32.
 
-CNN14's gradients, in the same metric, against float64 (docs/numerics.md).
+CNN14's gradients, in the same metric, against float64 (docs/cnn14-train-numerics.md).
 At this size no float32 gradient can match the float64 one to 1e-4: among
 the ~10^7 ReLU decisions of a step a few pre-activations lie within
 float32 rounding (1e-7..1e-6 of the channel's spread) of 0, C, PyTorch
@@ -185,8 +185,8 @@ if check("the driver runs a full-size CNN14 step", r.returncode == 0, r.stderr[-
           "whole gradient no farther, no tensor 2x farther", tC <= tP and ratio < 2,
           "whole %.2e vs %.2e, worst tensor ratio %.2f" % (tC, tP, ratio))
     note("full CNN14 gradients vs float64 along their own decisions, relative L2 per tensor: C worst %.1e (%s), "
-         "whole %.1e; PyTorch float32 worst %.1e (%s), whole %.1e" % (eC[wC], wC.replace(PA, ""), tC, eP[wP],
-                                                                       wP.replace(PA, ""), tP))
+         "whole %.1e; PyTorch float32 worst %.1e (%s), whole %.1e; largest ratio C / PyTorch of a tensor %.2f"
+         % (eC[wC], wC.replace(PA, ""), tC, eP[wP], wP.replace(PA, ""), tP, ratio))
     # the decisions: those where C and float64 differ are rounding-level ties
     flips, worst_m, ndec = [], 0.0, 0
     for i_, (x_, y_) in enumerate(zip(dc["relu"], rec64["relu"])):
