@@ -388,7 +388,7 @@ int clap_train_run(const clap_train_opts *o) {
     bertt *Tx = bertt_load(src, err, sizeof err);
     if (!Tx) die("%s", err);
     if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", src, A->embed, Tx->c.embed);
-    if (!o->augment) A->dropout = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
+    if (!o->augment) A->dropout = 0, A->specaug = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
     int E = A->embed, M = A->n_mels;
     int R = dist_size(), me = dist_rank(), lead = me == 0;
     if (o->bs % R) die("--bs %d does not split over %d ranks: give a multiple of %d", o->bs, R, R);
