@@ -491,7 +491,7 @@ int clap_train_run(const clap_train_opts *o) {
               o->epochs, frames, MT ? ", distilling" : "", R > 1 ? ", split over the ranks" : "");
     if (!tool_quiet && lead && R > 1) infox("%d ranks, %d items each a batch", R, Bl);
     long step = pos.step;
-    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    double t0 = now_seconds(); /* the log's seconds: wall time since training began (clock() summed the threads' CPU time) */
     if (o->resume && !tool_quiet) infox("resuming %s at epoch %d, batch %d (step %ld)", o->resume, pos.epoch + 1, pos.batch + 1, step);
     for (int ep = pos.epoch; ep < o->epochs && (!o->max_steps || step < o->max_steps) && !stopped; ep++) {
         for (int i = 0; i < nit; i++) perm[i] = i;
@@ -546,7 +546,7 @@ int clap_train_run(const clap_train_opts *o) {
             adamw_torch_step(Tx->params, Tx->grads, tm, tv, thead, step + 1, lr[1], o->b1, o->b2, o->eps, o->wd);
             adamw_torch_step(Tx->params + thead, Tx->grads + thead, tm + thead, tv + thead, Tx->nparams - thead,
                              step + 1, lr[3], o->b1, o->b2, o->eps, o->wd);
-            double t1 = (double)clock() / CLOCKS_PER_SEC;
+            double t1 = now_seconds();
             if (logf) {
                 fprintf(logf, "%ld\t%d\t%d\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.9g\t%.3f\n", step + 1, ep + 1, b + 1,
                         lo.total, lo.sup, lo.dist, lr[0], lr[1], lr[2], lr[3], t1 - t0);
