@@ -98,11 +98,14 @@ def load_checkpoint(path):
     try:
         ck = torch.load(path, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise ConvertError("%s: cannot read the checkpoint: %s" % (path, e))
+        raise ConvertError("%s: cannot read the checkpoint: %s" % (path, " ".join(str(e).split())))
     if isinstance(ck, dict) and "model" in ck and isinstance(ck["model"], dict):
         ck = ck["model"]
     if not isinstance(ck, dict):
         raise ConvertError("%s: not a state_dict (nor a dict with 'model')" % path)
+    odd = [k for k in ck if not isinstance(k, str)]
+    if odd:
+        raise ConvertError("%s: state_dict keys must be strings, found %r" % (path, odd[0]))
     out = {}
     for k, v in ck.items():
         if hasattr(v, "detach"):
@@ -469,22 +472,25 @@ SALSA_SKIP = [
 def salsa_expected(sd):
     """key -> shape of the SALSA model (PaSST-S audio tower with its
     projection, RoBERTa text tower with its projection), sizes read from sd."""
-    def shape(k):
+    def shape(k, ndim=None):
         if k not in sd:
             raise ConvertError("missing keys: %s" % k)
-        return tuple(sd[k].shape)
+        s = tuple(sd[k].shape)
+        if ndim is not None and len(s) != ndim:
+            raise ConvertError("%s has shape %s: expected %d dimensions" % (k, list(s), ndim))
+        return s
     pw = shape(PA + "patch_embed.proj.weight")
     if len(pw) != 4 or pw[1] != 1:
         raise ConvertError("%spatch_embed.proj.weight has shape %s, expected [D, 1, ph, pw]" % (PA, list(pw)))
     D = pw[0]
-    gf, gt = shape(PA + "freq_new_pos_embed")[2], shape(PA + "time_new_pos_embed")[3]
+    gf, gt = shape(PA + "freq_new_pos_embed", 4)[2], shape(PA + "time_new_pos_embed", 4)[3]
     depth = 0
     while PA + "blocks.%d.norm1.weight" % depth in sd:
         depth += 1
     if depth == 0:
         raise ConvertError("missing keys: %sblocks.0.norm1.weight" % PA)
-    Hm = shape(PA + "blocks.0.mlp.fc1.weight")[0]
-    E = shape("project_audio.0.weight")[0]
+    Hm = shape(PA + "blocks.0.mlp.fc1.weight", 2)[0]
+    E = shape("project_audio.0.weight", 2)[0]
     exp = {PA + "patch_embed.proj.weight": pw, PA + "patch_embed.proj.bias": (D,), PA + "cls_token": (1, 1, D),
            PA + "dist_token": (1, 1, D), PA + "new_pos_embed": (1, 2, D), PA + "freq_new_pos_embed": (1, D, gf, 1),
            PA + "time_new_pos_embed": (1, D, 1, gt), PA + "norm.weight": (D,), PA + "norm.bias": (D,),
@@ -495,9 +501,9 @@ def salsa_expected(sd):
                     p + "attn.qkv.bias": (3 * D,), p + "attn.proj.weight": (D, D), p + "attn.proj.bias": (D,),
                     p + "norm2.weight": (D,), p + "norm2.bias": (D,), p + "mlp.fc1.weight": (Hm, D),
                     p + "mlp.fc1.bias": (Hm,), p + "mlp.fc2.weight": (D, Hm), p + "mlp.fc2.bias": (D,)})
-    V, H = shape(TX + "embeddings.word_embeddings.weight")
-    P = shape(TX + "embeddings.position_embeddings.weight")[0]
-    I = shape(TX + "encoder.layer.0.intermediate.dense.weight")[0]
+    V, H = shape(TX + "embeddings.word_embeddings.weight", 2)
+    P = shape(TX + "embeddings.position_embeddings.weight", 2)[0]
+    I = shape(TX + "encoder.layer.0.intermediate.dense.weight", 2)[0]
     layers = 0
     while TX + "encoder.layer.%d.attention.self.query.weight" % layers in sd:
         layers += 1
@@ -514,7 +520,7 @@ def salsa_expected(sd):
                     p + "intermediate.dense.weight": (I, H), p + "intermediate.dense.bias": (I,),
                     p + "output.dense.weight": (H, I), p + "output.dense.bias": (H,),
                     p + "output.LayerNorm.weight": (H,), p + "output.LayerNorm.bias": (H,)})
-    Et = shape("project_sentence.0.weight")[0]
+    Et = shape("project_sentence.0.weight", 2)[0]
     exp.update({"project_sentence.0.weight": (Et, H), "project_sentence.0.bias": (Et,)})
     cfg = {"dim": D, "depth": depth, "mlp": Hm, "grid": (gf, gt), "patch": pw[2:], "embed": E, "text_embed": Et,
            "vocab": V, "hidden": H, "positions": P, "intermediate": I, "layers": layers}
@@ -537,11 +543,14 @@ def convert_salsa(args):
     try:
         ck = torch.load(args.checkpoint, map_location="cpu")
     except Exception as e:  # noqa: BLE001 - any unreadable file
-        raise ConvertError("%s: cannot read the checkpoint: %s" % (args.checkpoint, e))
+        raise ConvertError("%s: cannot read the checkpoint: %s" % (args.checkpoint, " ".join(str(e).split())))
     if isinstance(ck, dict) and isinstance(ck.get("state_dict"), dict):
         ck = ck["state_dict"]
     else:
         raise ConvertError("%s: not a Lightning checkpoint (a dict with 'state_dict')" % args.checkpoint)
+    odd = [k for k in ck if not isinstance(k, str)]
+    if odd:
+        raise ConvertError("%s: state_dict keys must be strings, found %r" % (args.checkpoint, odd[0]))
     sd = {k: v.detach().cpu().numpy() for k, v in ck.items() if hasattr(v, "detach")}
     tau = float(sd["tau"].reshape(-1)[0]) if "tau" in sd and sd["tau"].size == 1 else 0.05
     kept = {k: v for k, v in sd.items() if not any(p.match(k) for p in SALSA_SKIP)}
@@ -557,6 +566,11 @@ def convert_salsa(args):
            if tuple(kept[k].shape) != tuple(s)]
     if bad:
         raise ConvertError("inconsistent shapes: " + "; ".join(bad[:5]))
+    for k in exp:
+        if kept[k].dtype.kind != "f":
+            raise ConvertError("%s is %s, not floating point" % (k, kept[k].dtype))
+        if not np.all(np.isfinite(kept[k])):
+            raise ConvertError("%s has NaN or infinite values" % k)
     D, (gf, gt), (ph, pw) = cfg["dim"], cfg["grid"], cfg["patch"]
     sh, sw = args.patch_stride
     if D % args.audio_heads:
