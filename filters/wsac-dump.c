@@ -88,6 +88,12 @@ static void print_summary(const ws_record *rec) {
             tensor_stats_compute(&f->t, &s);
             printf("%s[", ws_dtype_name(f->t.dtype));
             for (int d = 0; d < f->t.ndim; d++) printf("%s%lld", d ? "," : "", (long long)f->t.shape[d]);
+            if (f->t.dtype == DT_F32 && f->t.numel <= 8) { /* a few values (nnproj's topk_sims): all of them */
+                printf("] [");
+                for (size_t k = 0; k < f->t.numel; k++) printf("%s%.4g", k ? ", " : "", ((const float *)f->t.data)[k]);
+                printf("]");
+                break;
+            }
             printf("] min %.4g max %.4g mean %.4g", s.min, s.max, s.mean);
             if (s.nan || s.inf) printf(" (%zu NaN, %zu inf)", s.nan, s.inf);
             break;
@@ -97,7 +103,7 @@ static void print_summary(const ws_record *rec) {
         case WF_FLOAT: printf("%g", f->f); break;
         case WF_BOOL: printf("%s", f->i ? "true" : "false"); break;
         case WF_NIL: printf("nil"); break;
-        case WF_OTHER: printf("(%zu bytes of msgpack)", f->len); break;
+        case WF_OTHER: json_write_msgpack_raw(stdout, f->raw, f->len); break; /* arrays, maps: as JSON */
         }
     }
     if (rec->err[0]) printf("  INVALID: %s", rec->err);
