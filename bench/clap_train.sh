@@ -19,9 +19,9 @@ CT=${CLAP_TRAIN:-$ROOT/bin/clap-train}
 [ -x "$CT" ] || { echo "clap_train.sh: $CT not found: run 'make' first" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "clap_train.sh: GNU time (/usr/bin/time) is needed for peak RSS" >&2; exit 1; }
 "$PY" -c 'import torch, numpy, msgpack' 2>/dev/null || { echo "clap_train.sh: $PY lacks torch/numpy/msgpack" >&2; exit 1; }
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/wsac-bench-sgemm.XXXXXX")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/wsac-bench-clap-train.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 # the sgemm ceiling, measured with the same OpenBLAS in the same run
 cc -O2 "$ROOT/bench/sgemm_peak.c" -o "$WORK/sgemm_peak" $(pkg-config --cflags --libs openblas) ||
     { echo "clap_train.sh: cannot build bench/sgemm_peak.c" >&2; exit 1; }
-"$PY" "$ROOT/bench/clap_train_torch.py" bench --clap-train "$CT" --sgemm-peak "$WORK/sgemm_peak" "$@"
+TMPDIR="$WORK" "$PY" "$ROOT/bench/clap_train_torch.py" bench --clap-train "$CT" --sgemm-peak "$WORK/sgemm_peak" "$@"

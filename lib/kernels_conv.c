@@ -10,7 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parfor.h"
 #include "util.h"
+
+/* Threads (lib/parfor.h): every kernel here is cut into units by size only
+ * (a channel, a row of the pooled planes, a fixed chunk of elements), and
+ * each unit is computed whole by one thread in the serial order, so the
+ * results are the same bits at any thread count. */
+#define EW_CHUNK 16384 /* element-wise kernels: floats a unit */
+static int ew_units(size_t n) { return (int)((n + EW_CHUNK - 1) / EW_CHUNK); }
 
 
 /* ================================================================ convolution 3x3 */
@@ -43,11 +51,26 @@ void im2col3x3_rows(float *cols, const float *in, int c0, int c1, int T, int F, 
 }
 
 
-void im2col3x3(float *cols, const float *in, int Cin, int T, int F) { im2col3x3_rows(cols, in, 0, Cin, T, F, 0, T); }
+typedef struct {
+    float *out;
+    const float *in;
+    int T, F;
+} conv_ctx;
 
-void col2im3x3_add(float *din, const float *dcols, int Cin, int T, int F) {
+static void im2col_units(void *p, int lo, int hi) {
+    conv_ctx *x = p;
+    im2col3x3_rows(x->out, x->in, lo, hi, x->T, x->F, 0, x->T);
+}
+
+/* one input channel a unit: pure copies */
+void im2col3x3(float *cols, const float *in, int Cin, int T, int F) {
+    conv_ctx x = {cols, in, T, F};
+    parfor(Cin, im2col_units, &x);
+}
+
+static void col2im_channels(float *din, const float *dcols, int c0, int c1, int T, int F) {
     size_t P = (size_t)T * F;
-    for (int ci = 0; ci < Cin; ci++)
+    for (int ci = c0; ci < c1; ci++)
         for (int kh = 0; kh < 3; kh++)
             for (int kw = 0; kw < 3; kw++) {
                 const float *d = dcols + ((size_t)ci * 9 + kh * 3 + kw) * P;
@@ -60,6 +83,18 @@ void col2im3x3_add(float *din, const float *dcols, int Cin, int T, int F) {
                     for (int f = f0; f < f1; f++) s[f + kw - 1] += dr[f];
                 }
             }
+}
+
+static void col2im_units(void *p, int lo, int hi) {
+    conv_ctx *x = p;
+    col2im_channels(x->out, x->in, lo, hi, x->T, x->F);
+}
+
+/* one input channel a unit: channel ci of din gets only rows ci*9.. of dcols,
+ * added in the serial order */
+void col2im3x3_add(float *din, const float *dcols, int Cin, int T, int F) {
+    conv_ctx x = {din, dcols, T, F};
+    parfor(Cin, col2im_units, &x);
 }
 
 size_t conv3x3_scratch(int Cin, int T, int F) { return (size_t)Cin * 9 * T * F; }
@@ -256,6 +291,19 @@ static void bn_backward_sync(float *din, float *dw, float *db, const float *dout
     free(acc);
 }
 
+/* one channel a unit */
+typedef struct {
+    float *out, *mean, *rstd, *rm, *rv;
+    const float *in, *w, *b;
+    float *dw, *db;
+    const float *dout;
+    int O, C, S;
+    float eps, momentum;
+} bn_ctx;
+
+static void bn_forward_units(void *p, int lo, int hi);
+static void bn_backward_units(void *p, int lo, int hi);
+
 void batchnorm_forward_train(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
                              const float *in, const float *w, const float *b, int O, int C, int S, float eps,
                              float momentum) {
@@ -263,7 +311,17 @@ void batchnorm_forward_train(float *out, float *mean, float *rstd, float *runnin
         bn_forward_train_sync(out, mean, rstd, running_mean, running_var, in, w, b, O, C, S, eps, momentum);
         return;
     }
-    for (int c = 0; c < C; c++) {
+    bn_ctx x = {out, mean, rstd, running_mean, running_var, in, w, b, NULL, NULL, NULL, O, C, S, eps, momentum};
+    parfor(C, bn_forward_units, &x);
+}
+
+static void bn_forward_units(void *p, int lo, int hi) {
+    bn_ctx *x = p;
+    float *out = x->out, *mean = x->mean, *rstd = x->rstd, *running_mean = x->rm, *running_var = x->rv;
+    const float *in = x->in, *w = x->w, *b = x->b;
+    int O = x->O, C = x->C, S = x->S;
+    float eps = x->eps, momentum = x->momentum;
+    for (int c = lo; c < hi; c++) {
         double m, var;
         bn_stats(&m, &var, in, O, C, S, c);
         float mf = (float)m, rs = (float)(1.0 / sqrt(var + eps));
@@ -302,12 +360,18 @@ void batchnorm_forward_eval_naive(float *out, const float *in, const float *w, c
     }
 }
 
+static void bn_eval_units(void *p, int lo, int hi) {
+    bn_ctx *x = p;
+    for (int c = lo; c < hi; c++) {
+        float a = (float)(1.0 / sqrt((double)x->rv[c] + x->eps)) * x->w[c];
+        bn_affine(x->out, x->in, x->O, x->C, x->S, c, a, x->b[c] - x->rm[c] * a);
+    }
+}
+
 void batchnorm_forward_eval(float *out, const float *in, const float *w, const float *b, const float *running_mean,
                             const float *running_var, int O, int C, int S, float eps) {
-    for (int c = 0; c < C; c++) {
-        float a = (float)(1.0 / sqrt((double)running_var[c] + eps)) * w[c];
-        bn_affine(out, in, O, C, S, c, a, b[c] - running_mean[c] * a);
-    }
+    bn_ctx x = {out, NULL, NULL, (float *)running_mean, (float *)running_var, in, w, b, NULL, NULL, NULL, O, C, S, eps, 0};
+    parfor(C, bn_eval_units, &x);
 }
 
 /* ATen's batch_norm_backward_cpu_template: sum = sum(dout), dotp = sum((x -
@@ -319,8 +383,17 @@ void batchnorm_backward(float *din, float *dw, float *db, const float *dout, con
         bn_backward_sync(din, dw, db, dout, in, mean, rstd, w, O, C, S);
         return;
     }
+    bn_ctx x = {din, (float *)mean, (float *)rstd, NULL, NULL, in, w, NULL, dw, db, dout, O, C, S, 0, 0};
+    parfor(C, bn_backward_units, &x);
+}
+
+static void bn_backward_units(void *p, int lo, int hi) {
+    bn_ctx *q = p;
+    float *din = q->out, *dw = q->dw, *db = q->db;
+    const float *dout = q->dout, *in = q->in, *mean = q->mean, *rstd = q->rstd, *w = q->w;
+    int O = q->O, C = q->C, S = q->S;
     double n = (double)O * S;
-    for (int c = 0; c < C; c++) {
+    for (int c = lo; c < hi; c++) {
         double s = 0, dot = 0;
         float mf = mean[c], rs = rstd[c];
         for (int o = 0; o < O; o++)
@@ -361,19 +434,49 @@ void batchnorm_backward_naive(float *din, float *dw, float *db, const float *dou
 
 /* ================================================================ ReLU */
 
+typedef struct {
+    float *o;
+    const float *a, *b;
+    size_t n;
+} ew_ctx;
+
+static void relu_fw_units(void *p, int lo, int hi) {
+    ew_ctx *x = p;
+    size_t i0 = (size_t)lo * EW_CHUNK, i1 = (size_t)hi * EW_CHUNK < x->n ? (size_t)hi * EW_CHUNK : x->n;
+    for (size_t i = i0; i < i1; i++) x->o[i] = x->a[i] > 0 ? x->a[i] : 0.0f;
+}
+
+static void relu_bw_units(void *p, int lo, int hi) {
+    ew_ctx *x = p;
+    size_t i0 = (size_t)lo * EW_CHUNK, i1 = (size_t)hi * EW_CHUNK < x->n ? (size_t)hi * EW_CHUNK : x->n;
+    for (size_t i = i0; i < i1; i++) x->o[i] = x->b[i] > 0 ? x->a[i] : 0.0f;
+}
+
 void relu_forward(float *out, const float *in, size_t n) {
-    for (size_t i = 0; i < n; i++) out[i] = in[i] > 0 ? in[i] : 0.0f;
+    ew_ctx x = {out, in, NULL, n};
+    parfor(ew_units(n), relu_fw_units, &x);
 }
 
 void relu_backward(float *din, const float *dout, const float *out, size_t n) {
-    for (size_t i = 0; i < n; i++) din[i] = out[i] > 0 ? dout[i] : 0.0f;
+    ew_ctx x = {din, dout, out, n};
+    parfor(ew_units(n), relu_bw_units, &x);
 }
 
 /* ================================================================ pooling */
 
-void avgpool2x2_forward(float *out, const float *in, int R, int T, int F) {
-    int To = T / 2, Fo = F / 2;
-    for (int r = 0; r < R; r++)
+/* one plane (a channel of a clip) a unit */
+typedef struct {
+    float *o;
+    const float *i;
+    int T, F;
+} pool_ctx;
+
+static void pool_fw_units(void *p, int lo, int hi) {
+    pool_ctx *x = p;
+    int T = x->T, F = x->F, To = T / 2, Fo = F / 2;
+    const float *in = x->i;
+    float *out = x->o;
+    for (int r = lo; r < hi; r++)
         for (int i = 0; i < To; i++) {
             const float *a = in + ((size_t)r * T + 2 * i) * F, *a2 = a + F;
             float *o = out + ((size_t)r * To + i) * Fo;
@@ -386,10 +489,18 @@ void avgpool2x2_forward(float *out, const float *in, int R, int T, int F) {
         }
 }
 
-void avgpool2x2_backward(float *din, const float *dout, int R, int T, int F) {
-    int To = T / 2, Fo = F / 2;
-    memset(din, 0, (size_t)R * T * F * sizeof(float));
-    for (int r = 0; r < R; r++)
+void avgpool2x2_forward(float *out, const float *in, int R, int T, int F) {
+    pool_ctx x = {out, in, T, F};
+    parfor(R, pool_fw_units, &x);
+}
+
+static void pool_bw_units(void *p, int lo, int hi) {
+    pool_ctx *x = p;
+    int T = x->T, F = x->F, To = T / 2, Fo = F / 2;
+    const float *dout = x->i;
+    float *din = x->o;
+    memset(din + (size_t)lo * T * F, 0, (size_t)(hi - lo) * T * F * sizeof(float));
+    for (int r = lo; r < hi; r++)
         for (int i = 0; i < To; i++) {
             float *a = din + ((size_t)r * T + 2 * i) * F, *a2 = a + F;
             const float *g = dout + ((size_t)r * To + i) * Fo;
@@ -398,6 +509,11 @@ void avgpool2x2_backward(float *din, const float *dout, int R, int T, int F) {
                 a[2 * j] = a[2 * j + 1] = a2[2 * j] = a2[2 * j + 1] = v;
             }
         }
+}
+
+void avgpool2x2_backward(float *din, const float *dout, int R, int T, int F) {
+    pool_ctx x = {din, dout, T, F};
+    parfor(R, pool_bw_units, &x);
 }
 
 void timefreq_pool_forward(float *feat, int *argmax, const float *in, int N, int T, int F) {
