@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Synthesise the bundled sample clips in data/samples/ (run once; the
+"""Synthesise the synthetic test clips in tests/data/signals/ (run once; the
 outputs are committed). Deterministic: the same files every run.
 
   birdsong.flac      6 s, 44.1 kHz mono 16-bit: chirping birds over wind
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "data", "samples")
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "signals")
 os.makedirs(out, exist_ok=True)
 rng = np.random.default_rng(2309)
 

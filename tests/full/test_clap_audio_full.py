@@ -59,7 +59,7 @@ rng = np.random.default_rng(11)
 mels = {"clip10s": (rng.standard_normal((1001, 64)) * 15 - 40).astype(np.float32),
         "clip30s": (rng.standard_normal((3001, 64)) * 15 - 40).astype(np.float32),
         "odd1337": (rng.standard_normal((1337, 64)) * 15 - 40).astype(np.float32)}
-samples = sorted(glob.glob(os.path.join(ROOT, "data", "samples", "*")))
+samples = sorted(glob.glob(os.path.join(ROOT, "tests", "data", "signals", "*")))
 w2m = subprocess.run([tool("wav2mel"), "-q"] + samples, capture_output=True)
 _, srecs, _ = ws.read_stream(io.BytesIO(w2m.stdout))
 for r in srecs:

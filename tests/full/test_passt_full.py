@@ -70,7 +70,7 @@ for sec in (3, 10, 13.7, 25, 45):
     sf.write(path, x, 32000, subtype="FLOAT")
     clips[os.path.basename(path)] = x
     paths.append(path)
-sample = sorted(glob.glob(os.path.join(ROOT, "data", "samples", "*")))[:1]
+sample = sorted(glob.glob(os.path.join(ROOT, "tests", "data", "signals", "*")))[:1]
 hs = subprocess.run([HELPER, "--samples", "32000"] + sample, capture_output=True) if sample else None
 check("setup: a bundled sample and wav2mel's resampled samples of it (%s)" % HELPER,
       hs is not None and hs.returncode == 0 and len(hs.stdout) > 4000)

@@ -22,7 +22,7 @@ WRITE = "--write" in sys.argv
 tmp = tempfile.mkdtemp()
 M = os.path.join(ROOT, "data", "models")
 CLAP, DEC, MEM = (os.path.join(M, f) for f in ("clap-test.safetensors", "decoder-test.safetensors", "memory-test.mp"))
-SAMPLE = os.path.join(ROOT, "data", "samples", "birdsong.flac")
+SAMPLE = os.path.join(ROOT, "tests", "data", "signals", "birdsong.flac")
 RSS_LIMIT_MB = 400  # every case runs on the small test models; a bounded run stays far below
 
 

@@ -49,7 +49,7 @@ else
 fi
 
 # write failures: a full disk is fatal with a message; a closed pipe is quiet
-sample="$ROOT/data/samples/birdsong.flac"
+sample="$ROOT/tests/data/signals/birdsong.flac"
 "$BIN/wav2mel" "$sample" > /dev/full 2> "$T/full.err"; rc=$?
 if [ $rc -eq 2 ] && grep -q "^wav2mel: error: writing output: No space left on device" "$T/full.err"; then
   ok "full disk: exit 2 with a clear message"
