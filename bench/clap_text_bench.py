@@ -89,11 +89,11 @@ def useful_flops(lens, H=768, I=3072, layers=12, E=1024):
 
 def clap_text_flops(lens, H=768, I=3072, layers=12, E=1024):
     """2 x the multiply-adds clap-text executes (lib/bert.c bert_macs): after
-    the last layer's attention only the [CLS] rows go on."""
+    the last layer's attention (every token's q, k, v) only the [CLS] rows go on."""
     T, B = sum(lens), len(lens)
     att = sum(2 * L * L * H for L in lens)
     full = (layers - 1) * (T * (4 * H * H + 2 * H * I) + att)
-    last = T * 2 * H * H + B * (2 * H * H + 2 * H * I) + sum(2 * L * H for L in lens)
+    last = T * 3 * H * H + att + B * (H * H + 2 * H * I)
     return 2.0 * (full + last + B * (H * E + E * E))
 
 

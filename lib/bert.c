@@ -5,8 +5,15 @@
  * width, E embedding size, K the reduction length of a matrix product,
  * OC its output columns.
  *
- * Sections: matrix-product kernels (AVX-512, AVX2+FMA, generic C), GELU,
- * thread pool, loading, forward pass. */
+ * The model only: its kernels are the shared ones. Matrix products are
+ * packed linear layers (lib/kernels_linear.c: weights repacked in panels at
+ * load time; q, k and v as one [3H, H] product), attention is the kernel
+ * layer's attention_forward (lib/kernels.h, the non-causal path: per
+ * sequence and head two one-thread sgemms, over exactly the sequence's own
+ * tokens), GELU is gelu_erf_inplace and LayerNorm layernorm_forward (nn.h).
+ * This file splits the work over its thread pool (lib/pool.c).
+ *
+ * Sections: loading, forward pass. */
 #define _POSIX_C_SOURCE 200809L
 #include "bert.h"
 
@@ -20,240 +27,14 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "kernels.h"
+#include "kernels_linear.h"
 #include "nn.h"
+#include "parfor.h"
 #include "pool.h"
 #include "util.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define BERT_X86 1
-#else
-#define BERT_X86 0
-#endif
-
 #define TXT "text_encoder.text_encoder."
-
-/* ------------------------------------------------------------------------
- * Matrix products: out[M, OC] = a[M, K] @ W[OC, K]^T (+ bias), W repacked in
- * panels of PW output columns, each stored [K][PW]. The register tile holds
- * RI rows x PW columns; every k step broadcasts one a value per row and does
- * one fused multiply-add per output with PW contiguous weights. OpenBLAS
- * packs W anew on every call, which for a few rows (one caption: ~15 tokens)
- * costs more than the product: over BERT-base's 72 matrices, 14 rows take
- * 60 ms with cblas_sgemm and 25 ms here; 922 rows run at 99 and 110 GFLOP/s
- * (AVX-512, one core; bench/README.md). It also makes rows independent,
- * which OpenBLAS's small-size paths do not (below). The price: copying the
- * matrices at load time (~0.2 s for BERT-base; the mapped originals are
- * then released, so memory stays at one copy).
- *
- * Every output is sum_k a[i,k] W[c,k] accumulated in k order by fused
- * multiply-adds starting from 0, then + bias: the same operations whatever
- * the tile size, the row's place in the batch or the thread, so results do
- * not depend on batching or threads (a tested property, see bert.h);
- * cblas_sgemm's results for a row change with the number of rows (M = 1 goes
- * through gemv; small products through other kernels). */
-#define PW 64 /* output columns per panel */
-#define RI 6  /* rows per register tile */
-
-typedef void tile_fn(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, int K, int nc);
-
-#if BERT_X86
-#define T512 __attribute__((target("avx512f")))
-#define T256 __attribute__((target("avx2,fma")))
-#define INLINE static inline __attribute__((always_inline))
-
-/* out[i, c] for i < ni, c < nc: 24 accumulators of 16 lanes */
-INLINE T512 void tile512(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, int K,
-                         int nc, const int ni) {
-    __m512 acc[RI][4];
-#pragma GCC unroll 8
-    for (int i = 0; i < RI; i++)
-#pragma GCC unroll 4
-        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k++) {
-        const float *wk = w + (size_t)k * PW;
-        __m512 w0 = _mm512_loadu_ps(wk), w1 = _mm512_loadu_ps(wk + 16);
-        __m512 w2 = _mm512_loadu_ps(wk + 32), w3 = _mm512_loadu_ps(wk + 48);
-#pragma GCC unroll 8
-        for (int i = 0; i < RI; i++) {
-            if (i >= ni) break;
-            __m512 x = _mm512_set1_ps(a[(size_t)i * lda + k]);
-            acc[i][0] = _mm512_fmadd_ps(x, w0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(x, w1, acc[i][1]);
-            acc[i][2] = _mm512_fmadd_ps(x, w2, acc[i][2]);
-            acc[i][3] = _mm512_fmadd_ps(x, w3, acc[i][3]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        int n = nc - 16 * c;
-        if (n <= 0) break;
-        __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
-        __m512 b = bias ? _mm512_maskz_loadu_ps(m, bias + 16 * c) : _mm512_setzero_ps();
-#pragma GCC unroll 8
-        for (int i = 0; i < RI; i++) {
-            if (i >= ni) break;
-            _mm512_mask_storeu_ps(out + (size_t)i * ldo + 16 * c, m, _mm512_add_ps(acc[i][c], b));
-        }
-    }
-}
-
-/* 16 ymm registers: a quarter panel (16 columns) at a time, 12 accumulators */
-INLINE T256 void tile256(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, int K,
-                         int nc, const int ni) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    for (int q = 0; q < 4 && 16 * q < nc; q++) {
-        __m256 acc[RI][2];
-#pragma GCC unroll 8
-        for (int i = 0; i < RI; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-        for (int k = 0; k < K; k++) {
-            const float *wk = w + (size_t)k * PW + 16 * q;
-            __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
-#pragma GCC unroll 8
-            for (int i = 0; i < RI; i++) {
-                if (i >= ni) break;
-                __m256 x = _mm256_set1_ps(a[(size_t)i * lda + k]);
-                acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(x, w1, acc[i][1]);
-            }
-        }
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            int n = nc - 16 * q - 8 * h;
-            if (n <= 0) break;
-            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
-            __m256 b = bias ? _mm256_maskload_ps(bias + 16 * q + 8 * h, m) : _mm256_setzero_ps();
-#pragma GCC unroll 8
-            for (int i = 0; i < RI; i++) {
-                if (i >= ni) break;
-                _mm256_maskstore_ps(out + (size_t)i * ldo + 16 * q + 8 * h, m, _mm256_add_ps(acc[i][h], b));
-            }
-        }
-    }
-}
-
-#define TILE_X86(n)                                                                                              \
-    static T512 void tile512_##n(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, \
-                                 int K, int nc) {                                                                \
-        tile512(out, ldo, a, lda, w, bias, K, nc, n);                                                            \
-    }                                                                                                            \
-    static T256 void tile256_##n(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, \
-                                 int K, int nc) {                                                                \
-        tile256(out, ldo, a, lda, w, bias, K, nc, n);                                                            \
-    }
-TILE_X86(1)
-TILE_X86(2)
-TILE_X86(3)
-TILE_X86(4)
-TILE_X86(5)
-TILE_X86(6)
-static tile_fn *const tiles512[RI + 1] = {NULL, tile512_1, tile512_2, tile512_3, tile512_4, tile512_5, tile512_6};
-static tile_fn *const tiles256[RI + 1] = {NULL, tile256_1, tile256_2, tile256_3, tile256_4, tile256_5, tile256_6};
-#endif
-
-/* Portable C: the same sums, fused where the hardware fuses (fmaf would be a
- * slow library call elsewhere, and the sums then differ in the last bit). */
-#ifdef __FP_FAST_FMAF
-#define MADD(x, w, acc) fmaf(x, w, acc)
-#else
-#define MADD(x, w, acc) ((x) * (w) + (acc))
-#endif
-static inline void tile_c(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, int K,
-                          int nc, const int ni) {
-    float acc[RI][PW];
-    memset(acc, 0, sizeof acc);
-    for (int k = 0; k < K; k++) {
-        const float *wk = w + (size_t)k * PW;
-        for (int i = 0; i < ni; i++) {
-            float x = a[(size_t)i * lda + k];
-            for (int c = 0; c < PW; c++) acc[i][c] = MADD(x, wk[c], acc[i][c]);
-        }
-    }
-    for (int i = 0; i < ni; i++)
-        for (int c = 0; c < nc; c++) out[(size_t)i * ldo + c] = acc[i][c] + (bias ? bias[c] : 0.0f);
-}
-#define TILE_C(n)                                                                                               \
-    static void tile_c_##n(float *out, int ldo, const float *a, int lda, const float *w, const float *bias, int K, \
-                           int nc) {                                                                             \
-        tile_c(out, ldo, a, lda, w, bias, K, nc, n);                                                             \
-    }
-TILE_C(1)
-TILE_C(2)
-TILE_C(3)
-TILE_C(4)
-TILE_C(5)
-TILE_C(6)
-static tile_fn *const tiles_c[RI + 1] = {NULL, tile_c_1, tile_c_2, tile_c_3, tile_c_4, tile_c_5, tile_c_6};
-
-static tile_fn *const *tiles;
-static const char *kernel_name;
-
-static void pick_kernel(void) {
-    if (tiles) return;
-    const char *want = getenv("WSAC_KERNEL");
-    tiles = tiles_c;
-    kernel_name = "generic";
-#if BERT_X86
-    __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    int avx512 = avx2 && __builtin_cpu_supports("avx512f");
-    if (want && !strcmp(want, "generic")) return;
-    if (avx512 && !(want && !strcmp(want, "avx2"))) {
-        tiles = tiles512;
-        kernel_name = "avx512";
-    } else if (avx2) {
-        tiles = tiles256;
-        kernel_name = "avx2";
-    }
-#else
-    (void)want;
-#endif
-}
-
-const char *bert_kernel_name(void) {
-    pick_kernel();
-    return kernel_name;
-}
-
-enum { ACT_NONE, ACT_GELU, ACT_RELU };
-static void gelu_erf(float *x, size_t n);
-
-/* One product: out[M, OC] (row stride ldo) = a[M, K] (row stride lda) @ the
- * packed w + bias, then the activation. */
-typedef struct {
-    float *out;
-    const float *a;
-    const float *w;    /* packed [ceil(OC/PW)][K][PW] */
-    const float *bias; /* [OC] or NULL */
-    int ldo, lda, M, K, OC, act;
-} mm_job;
-
-static int panels(int OC) { return (OC + PW - 1) / PW; }
-
-/* Panels [p0, p1) of job j, every row. Rows go in chunks whose a[] stays in
- * the L2 cache while the panels stream past it. */
-static void mm_panels(const mm_job *j, int p0, int p1) {
-    size_t rows = (256u << 10) / ((size_t)j->K * sizeof(float));
-    int chunk = rows < RI ? RI : rows > (size_t)INT_MAX / 2 ? INT_MAX / 2 : (int)(rows / RI * RI);
-    for (int i0 = 0; i0 < j->M; i0 += chunk) {
-        int i1 = j->M - i0 < chunk ? j->M : i0 + chunk;
-        for (int p = p0; p < p1; p++) {
-            int c0 = p * PW, nc = j->OC - c0 < PW ? j->OC - c0 : PW;
-            const float *w = j->w + (size_t)p * j->K * PW;
-            const float *bias = j->bias ? j->bias + c0 : NULL;
-            for (int i = i0; i < i1; i += RI) {
-                int ni = i1 - i < RI ? i1 - i : RI;
-                float *o = j->out + (size_t)i * j->ldo + c0;
-                tiles[ni](o, j->ldo, j->a + (size_t)i * j->lda, j->lda, w, bias, j->K, nc);
-                if (j->act == ACT_NONE) continue;
-                for (int r = 0; r < ni; r++) {
-                    if (j->act == ACT_GELU) gelu_erf(o + (size_t)r * j->ldo, (size_t)nc);
-                    else relu_inplace(o + (size_t)r * j->ldo, (size_t)nc);
-                }
-            }
-        }
-    }
-}
 
 /* Give back the whole pages of [p, p + n): a matrix read once, to be
  * repacked. The file is mapped private and read-only, so should anyone touch
@@ -267,106 +48,7 @@ static void release(const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* Repack W[OC, C] into panels; columns past OC are zero. */
-static void linear_pack(bert_linear *L, const float *W, const float *b, int OC, int C) {
-    size_t np = (size_t)panels(OC);
-    L->p = xmalloc_aligned(np * (size_t)C * PW * sizeof(float));
-    L->b = b;
-    L->C = C;
-    L->OC = OC;
-    for (size_t p = 0; p < np; p++) {
-        float *dst = L->p + p * (size_t)C * PW;
-        for (int c = 0; c < PW; c++) {
-            size_t o = p * PW + (size_t)c;
-            if (o >= (size_t)OC) {
-                for (int k = 0; k < C; k++) dst[(size_t)k * PW + c] = 0.0f;
-                continue;
-            }
-            const float *src = W + o * (size_t)C;
-            for (int k = 0; k < C; k++) dst[(size_t)k * PW + c] = src[k];
-        }
-    }
-    release(W, (size_t)OC * (size_t)C * sizeof(float));
-}
-
-/* ------------------------------------------------------------------------
- * GELU with the exact erf (HF "gelu" = torch.nn.functional.gelu, approximate
- * 'none'): gelu(x) = x * 0.5 * (1 + erf(x / sqrt 2)), written as PyTorch's
- * GeluKernel writes it. glibc's erf costs ~15 ns a value (0.5 s for a batch
- * of 64 captions); this vectorised float version ~1 ns:
- *   |z| < 0.875:  1 + erf(z) = 1 + z P(z^2)                 (P degree 5)
- *   |z| >= 0.875: erfc(u) = exp(-u^2) G(1 / (1 + u)),        (G degree 8, u = |z| <= 9)
- *                 1 + erf(z) = 2 - erfc(u) for z > 0, erfc(u) for z < 0
- * P and G are least-squares fits (relative error, float64, 3000 Chebyshev
- * nodes) to mpmath's erf(z)/z on [0, 0.875] and erfc(u) exp(u^2) on
- * [0.875, 9]. Against mpmath over 2^24 points in [-12, 12]: |gelu - exact|
- * <= 3.9e-7 (under 1 ulp of gelu); 1 + erf(z) is within 4.3e-7 relative for
- * x > -1, 1.4e-6 for -4 < x < -1 (PyTorch's vectorised erf, Abramowitz and
- * Stegun 7.1.26, is within 1.5e-7 absolute, so 1 + erf loses all accuracy
- * there). No fused operations: the same bits on every machine. */
-typedef float v16f __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
-
-#define VSEL(m, a, b) ((v16f)(((v16i)(a) & (m)) | ((v16i)(b) & ~(m))))
-
-/* gelu of p[0..16) in place (pointers, not vector arguments: no ABI issue) */
-static inline __attribute__((always_inline)) void gelu16(float *p) {
-    v16f x;
-    memcpy(&x, p, sizeof x);
-    v16f z = x * 0.707106781f; /* x * M_SQRT1_2 in float, as PyTorch */
-    v16f u = (v16f)((v16i)z & 0x7fffffff);
-    v16f s = z * z;
-    v16f q = s * -0.000623515574f + 0.00503873779f;
-    q = q * s - 0.0267963056f;
-    q = q * s + 0.112826079f;
-    q = q * s - 0.376125693f;
-    q = q * s + 1.12837911f;
-    v16f small = 1.0f + z * q; /* 1 + erf(z), |z| < 0.875 */
-    v16f lo = (v16f){0} + 0.875f, hi = (v16f){0} + 9.0f;
-    v16f uc = VSEL(u < lo, lo, VSEL(u > hi, hi, u));
-    v16f t = 1.0f / (1.0f + uc);
-    v16f g = t * 0.780107737f - 2.82607865f;
-    g = g * t + 4.0418644f;
-    g = g * t - 2.52159238f;
-    g = g * t + 0.185544178f;
-    g = g * t + 0.206939325f;
-    g = g * t + 0.571582139f;
-    g = g * t + 0.563783348f;
-    g = g * t + 9.52616028e-06f;
-    /* exp(y), y = -uc^2 in [-81, -0.76]: y = n ln2 + r (Cody-Waite), Taylor
-     * degree 7 in |r| <= ln2 / 2 (truncation < 6e-9), times 2^n built in the
-     * exponent bits */
-    v16f y = -(uc * uc);
-    v16f n = (y * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    v16f r = (y - n * 0.693145751953125f) - n * 1.42860677e-6f;
-    v16f e = r * (1.0f / 5040) + 1.0f / 720;
-    e = e * r + 1.0f / 120;
-    e = e * r + 1.0f / 24;
-    e = e * r + 1.0f / 6;
-    e = e * r + 0.5f;
-    e = e * r + 1.0f;
-    e = e * r + 1.0f;
-    e = e * (v16f)((__builtin_convertvector(n, v16i) + 127) << 23);
-    v16f ec = e * g; /* erfc(uc) */
-    v16f zero = {0};
-    v16f large = VSEL(z >= zero, 2.0f - ec, ec); /* 1 + erf(z), |z| >= 0.875 */
-    v16f out = x * 0.5f * VSEL(u < lo, small, large);
-    memcpy(p, &out, sizeof out);
-}
-
-#if BERT_X86
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-static void gelu_erf(float *x, size_t n) {
-    size_t i = 0;
-    for (; i + 16 <= n; i += 16) gelu16(x + i);
-    if (i < n) { /* the tail through a padded buffer: the same operations per value */
-        float buf[16] = {0};
-        memcpy(buf, x + i, (n - i) * sizeof(float));
-        gelu16(buf);
-        memcpy(x + i, buf, (n - i) * sizeof(float));
-    }
-}
+const char *bert_kernel_name(void) { return packed_linear_kernel(); }
 
 /* ------------------------------------------------------------------------
  * Loading */
@@ -413,7 +95,8 @@ static int get_linear(st_file *f, bert_linear *L, const char *prefix, int OC, in
     snprintf(name, sizeof name, "%sbias", prefix);
     const float *b = get1(f, name, OC, err, errlen);
     if (!b) return -1;
-    linear_pack(L, W, b, OC, C);
+    packed_linear_pack(L, 1, &W, &b, &OC, C);
+    release(W, (size_t)OC * (size_t)C * sizeof(float));
     return 0;
 }
 
@@ -613,9 +296,19 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
     snprintf(name, sizeof name, "%s%s", pre, sub);                                  \
     if (!(L->field = get1(f, name, H, err, errlen))) goto fail;
         snprintf(pre, sizeof pre, "%sencoder.layer.%d.", tn->enc, l);
-        LIN(q, "attention.self.query", H, H)
-        LIN(k, "attention.self.key", H, H)
-        LIN(v, "attention.self.value", H, H)
+        { /* query, key, value: one [3H, H] product, its output the qkv layout attention_forward reads */
+            static const char *const qkv[3] = {"query", "key", "value"};
+            const float *W[3], *bb[3];
+            int oc[3] = {H, H, H};
+            for (int i = 0; i < 3; i++) {
+                snprintf(name, sizeof name, "%sattention.self.%s.weight", pre, qkv[i]);
+                if (!(W[i] = get2(f, name, H, H, err, errlen))) goto fail;
+                snprintf(name, sizeof name, "%sattention.self.%s.bias", pre, qkv[i]);
+                if (!(bb[i] = get1(f, name, H, err, errlen))) goto fail;
+            }
+            packed_linear_pack(&L->qkv, 3, W, bb, oc, H);
+            for (int i = 0; i < 3; i++) release(W[i], (size_t)H * H * sizeof(float));
+        }
         LIN(o, "attention.output.dense", H, H)
         VEC(ln1_w, "attention.output.LayerNorm.weight")
         VEC(ln1_b, "attention.output.LayerNorm.bias")
@@ -639,72 +332,63 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
             goto fail;
         }
     }
-    pick_kernel();
+    packed_linear_kernel();
     return 0;
 fail:
     bert_free(m);
     return -1;
 }
 
-static void linear_free(bert_linear *L) {
-    free(L->p);
-    L->p = NULL;
-}
-
 void bert_free(bert_model *m) {
     if (m->layer) {
         for (int l = 0; l < m->c.layers; l++) {
             bert_layer *L = &m->layer[l];
-            linear_free(&L->q);
-            linear_free(&L->k);
-            linear_free(&L->v);
-            linear_free(&L->o);
-            linear_free(&L->fi);
-            linear_free(&L->fo);
+            packed_linear_free(&L->qkv);
+            packed_linear_free(&L->o);
+            packed_linear_free(&L->fi);
+            packed_linear_free(&L->fo);
         }
     }
     free(m->layer);
-    linear_free(&m->proj0);
-    linear_free(&m->proj2);
+    packed_linear_free(&m->proj0);
+    packed_linear_free(&m->proj2);
     memset(m, 0, sizeof *m);
 }
 
 /* ------------------------------------------------------------------------
  * Forward pass */
 
-typedef struct {
-    float *kp, *sc, *vp; /* attention scratch: packed K^T, scores, packed V */
-    size_t cap;          /* for sequences up to this length */
-} att_scratch;
-
 struct bert_state {
     thread_pool *pool;
     int threads;
-    size_t cap_t, cap_b;
-    float *x, *q, *k, *v, *ctx, *tmp; /* [T, H] */
-    float *ff;                        /* [T, I] */
-    float *cls;                       /* [B, H] the [CLS] rows in the last layer */
-    float *h1;                        /* [B, E] */
-    int *start;                       /* [B + 1] first token of each sequence */
-    int *pos;                         /* [T] position of each token in its sequence */
-    att_scratch *att;                 /* [threads] */
+    size_t cap_t, cap_b, cap_l;
+    float *x, *ctx, *tmp; /* [T, H] */
+    float *qkv;           /* [T, 3H] q | k | v, as attention_forward reads them */
+    float *ff;            /* [T, I] */
+    float *cls;           /* [B, H] the [CLS] rows in the last layer */
+    float *h1;            /* [B, E] */
+    int *start;           /* [B + 1] first token of each sequence */
+    int *pos;             /* [T] position of each token in its sequence */
+    float **att;          /* [threads][NH, Lmax, Lmax] attention_forward's softmax scratch */
 };
 
 bert_state *bert_state_new(const bert_model *m, int threads) {
     (void)m;
-    pick_kernel();
+    packed_linear_kernel();
+    /* attention_forward's sgemms run on this pool's threads, one (sequence,
+     * head) each: OpenBLAS must not start threads of its own (clap-text uses
+     * OpenBLAS for nothing else) */
+    nn_set_threads(1);
     bert_state *s = xcalloc(1, sizeof *s);
     s->threads = threads < 1 ? 1 : threads;
-    s->att = xcalloc((size_t)s->threads, sizeof(att_scratch));
+    s->att = xcalloc((size_t)s->threads, sizeof(float *));
     s->pool = pool_new(s->threads);
     return s;
 }
 
 static void free_acts(bert_state *s) {
     free(s->x);
-    free(s->q);
-    free(s->k);
-    free(s->v);
+    free(s->qkv);
     free(s->ctx);
     free(s->tmp);
     free(s->ff);
@@ -718,11 +402,7 @@ void bert_state_free(bert_state *s) {
     free(s->cls);
     free(s->h1);
     free(s->start);
-    for (int t = 0; t < s->threads; t++) {
-        free(s->att[t].kp);
-        free(s->att[t].sc);
-        free(s->att[t].vp);
-    }
+    for (int t = 0; t < s->threads; t++) free(s->att[t]);
     free(s->att);
     free(s);
 }
@@ -734,9 +414,7 @@ static void grow(bert_state *s, const bert_config *c, size_t T, size_t B, size_t
     if (T > s->cap_t) {
         free_acts(s);
         s->x = falloc(T, H);
-        s->q = falloc(T, H);
-        s->k = falloc(T, H);
-        s->v = falloc(T, H);
+        s->qkv = falloc(T, 3 * H);
         s->ctx = falloc(T, H);
         s->tmp = falloc(T, H);
         s->ff = falloc(T, (size_t)c->intermediate);
@@ -752,19 +430,22 @@ static void grow(bert_state *s, const bert_config *c, size_t T, size_t B, size_t
         s->start = xmalloc((B + 1) * sizeof(int));
         s->cap_b = B;
     }
-    size_t d = (size_t)c->head_dim, lp = (Lmax + PW - 1) / PW * PW, dp = (d + PW - 1) / PW * PW;
-    for (int t = 0; t < s->threads; t++) {
-        att_scratch *a = &s->att[t];
-        if (Lmax <= a->cap) continue;
-        free(a->kp);
-        free(a->sc);
-        free(a->vp);
-        a->kp = falloc(lp, d);
-        a->sc = falloc(Lmax, lp);
-        a->vp = falloc(dp, Lmax);
-        a->cap = Lmax;
+    if (Lmax > s->cap_l) {
+        for (int t = 0; t < s->threads; t++) {
+            free(s->att[t]);
+            s->att[t] = falloc((size_t)c->heads * Lmax, Lmax);
+        }
+        s->cap_l = Lmax;
     }
 }
+
+/* One product: out[M, OC] (row stride ldo) = act(a[M, K] (row stride lda) @ W^T + b). */
+typedef struct {
+    float *out;
+    const float *a;
+    const packed_linear *L;
+    int ldo, lda, M, act;
+} mm_job;
 
 /* What the tasks of one forward pass share. */
 typedef struct {
@@ -772,13 +453,11 @@ typedef struct {
     const bert_model *m;
     const int32_t *ids;
     const int *len;
-    int B, T;
+    int B, T, Lmax;
     /* the current task */
     atomic_int next; /* next work item to hand out */
-    mm_job jobs[3];
-    int njobs;
-    int cls_only;    /* last layer: only the [CLS] rows go on */
-    float *rx;       /* residual rows: x = LN(tmp + x) over the rows of rx */
+    mm_job jobs[1];
+    float *rx; /* residual rows: x = LN(tmp + x) over the rows of rx */
     int rrows;
     const float *ln_w, *ln_b;
 } fwd;
@@ -804,28 +483,20 @@ static int chunk_for(int n, int nt, int per_thread) {
     return c < 1 ? 1 : c;
 }
 
-/* Matrix products: the panels of all jobs. */
+/* A matrix product: its panels (kernels_linear.h: any split gives the same bits). */
 static void task_mm(void *ctx, int tid, int nt) {
     fwd *F = ctx;
-    int total = 0, lo, hi;
-    for (int j = 0; j < F->njobs; j++) total += panels(F->jobs[j].OC);
-    int chunk = chunk_for(total, nt, 8);
+    const mm_job *j = &F->jobs[0];
+    int total = packed_linear_panels(j->L->OC), lo, hi;
     (void)tid;
-    while (grab(F, total, chunk, &lo, &hi)) {
-        for (int j = 0, base = 0; j < F->njobs && base < hi; j++) {
-            int np = panels(F->jobs[j].OC);
-            int a = lo > base ? lo - base : 0, b = hi - base < np ? hi - base : np;
-            if (a < b) mm_panels(&F->jobs[j], a, b);
-            base += np;
-        }
-    }
+    while (grab(F, total, chunk_for(total, nt, 8), &lo, &hi))
+        packed_linear_forward(j->out, j->ldo, j->a, j->lda, j->L, j->M, lo, hi, j->act);
 }
 
-static void run_mm(fwd *F) { run_task(F, task_mm); }
-
-static mm_job job(float *out, int ldo, const float *a, int lda, int M, const bert_linear *L, int act) {
-    mm_job j = {out, a, L->p, L->b, ldo, lda, M, L->C, L->OC, act};
-    return j;
+static void run_mm(fwd *F, float *out, int ldo, const float *a, int lda, int M, const packed_linear *L, int act) {
+    mm_job j = {out, a, L, ldo, lda, M, act};
+    F->jobs[0] = j;
+    run_task(F, task_mm);
 }
 
 /* Embeddings (HF BertEmbeddings, RobertaEmbeddings: word + token_type, then
@@ -858,54 +529,22 @@ static void task_residual_ln(void *ctx, int tid, int nt) {
         }
 }
 
-/* Self-attention of one sequence and head over exactly its own tokens:
- * scores = q k^T / sqrt(d), softmax, ctx = p v (HF BertSelfAttention).
- * With cls_only, only the [CLS] query (the last layer's only output used). */
-static void attend(fwd *F, att_scratch *a, int b, int h) {
-    const bert_config *c = &F->m->c;
+/* Self-attention of sequence b over exactly its own tokens: ctx =
+ * softmax(q k^T / sqrt(d)) v per head (HF BertSelfAttention; HF pads and
+ * masks, and the masked scores' exp() is 0). att: [NH, Lmax, Lmax] scratch. */
+static void attend(fwd *F, int b, float *att) {
     bert_state *s = F->s;
-    int H = c->hidden, d = c->head_dim, L = F->len[b], s0 = s->start[b];
-    int nq = F->cls_only ? 1 : L, lp = panels(L), ld = lp * PW;
-    const float *k = s->k + (size_t)s0 * H + (size_t)h * d, *v = s->v + (size_t)s0 * H + (size_t)h * d;
-    /* K^T packed as panels of keys: kp[p][kk][j] = k[p*64 + j][kk] */
-    for (int p = 0; p < lp; p++)
-        for (int kk = 0; kk < d; kk++) {
-            float *dst = a->kp + ((size_t)p * d + kk) * PW;
-            for (int j = 0; j < PW; j++) {
-                int t = p * PW + j;
-                dst[j] = t < L ? k[(size_t)t * H + kk] : 0.0f;
-            }
-        }
-    const float *q = F->cls_only ? s->q + (size_t)b * H + (size_t)h * d : s->q + (size_t)s0 * H + (size_t)h * d;
-    mm_job sj = {a->sc, q, a->kp, NULL, ld, H, nq, d, L, ACT_NONE};
-    mm_panels(&sj, 0, lp);
-    /* HF: attention_scores / math.sqrt(attention_head_size), then softmax */
-    float scale = sqrtf((float)d);
-    for (int i = 0; i < nq; i++) {
-        float *r = a->sc + (size_t)i * ld;
-        for (int j = 0; j < L; j++) r[j] = r[j] / scale;
-        softmax_rows(r, 1, L);
-    }
-    /* V packed as panels of head columns: vp[p][j][cc] = v[j][p*64 + cc] */
-    int dpn = panels(d);
-    for (int p = 0; p < dpn; p++)
-        for (int j = 0; j < L; j++) {
-            float *dst = a->vp + ((size_t)p * L + j) * PW;
-            for (int cc = 0; cc < PW; cc++) {
-                int col = p * PW + cc;
-                dst[cc] = col < d ? v[(size_t)j * H + col] : 0.0f;
-            }
-        }
-    float *out = s->ctx + (size_t)(F->cls_only ? b : s0) * H + (size_t)h * d;
-    mm_job oj = {out, a->sc, a->vp, NULL, H, ld, nq, L, d, ACT_NONE};
-    mm_panels(&oj, 0, dpn);
+    attention_forward(s->ctx, att, s->qkv, NULL, 1.0f, s->start + b, F->len + b, 1, F->Lmax, F->m->c.hidden,
+                      F->m->c.heads, 0);
 }
 
+/* A sequence per work item, on this pool's threads; inside, attention_forward's
+ * parfor runs on the calling thread (clap-text starts no parfor threads). */
 static void task_attention(void *ctx, int tid, int nt) {
     fwd *F = ctx;
-    int NH = F->m->c.heads, lo, hi;
+    int lo, hi;
     (void)nt;
-    while (grab(F, F->B * NH, 1, &lo, &hi)) attend(F, &F->s->att[tid], lo / NH, lo % NH);
+    while (grab(F, F->B, 1, &lo, &hi)) attend(F, lo, F->s->att[tid]);
 }
 
 static void run_rows(fwd *F, float *rx, int rows, const float *w, const float *b) {
@@ -916,33 +555,34 @@ static void run_rows(fwd *F, float *rx, int rows, const float *w, const float *b
     run_task(F, task_residual_ln);
 }
 
+/* One post-LN layer. The last one (last): only the [CLS] rows are used
+ * after it, so past attention it runs on those B rows alone; its attention
+ * still reads every token's k and v (and computes every query: the price
+ * of the shared kernel, ~1% of BERT-base's work for short captions). */
 static void layer_forward(fwd *F, int l, int last) {
     bert_state *s = F->s;
     const bert_layer *L = &F->m->layer[l];
     int H = F->m->c.hidden, I = F->m->c.intermediate, T = F->T, B = F->B;
-    F->cls_only = last;
+    run_mm(F, s->qkv, 3 * H, s->x, H, T, &L->qkv, PLIN_NONE);
+    if (parfor_threads() > 1) /* parfor is not reentrant: one sequence at a time, parfor splits its heads */
+        for (int b = 0; b < B; b++) attend(F, b, s->att[0]);
+    else
+        run_task(F, task_attention);
     /* rows that go on after attention: every token, or the [CLS] rows gathered into cls */
     float *x = s->x;
     int rows = T;
     if (last) {
-        for (int b = 0; b < B; b++) memcpy(s->cls + (size_t)b * H, s->x + (size_t)s->start[b] * H, H * sizeof(float));
+        for (int b = 0; b < B; b++) { /* start[b] >= b: row b is read before it is written */
+            memcpy(s->cls + (size_t)b * H, s->x + (size_t)s->start[b] * H, H * sizeof(float));
+            memmove(s->ctx + (size_t)b * H, s->ctx + (size_t)s->start[b] * H, H * sizeof(float));
+        }
         x = s->cls;
         rows = B;
     }
-    F->jobs[0] = job(s->q, H, x, H, rows, &L->q, ACT_NONE);
-    F->jobs[1] = job(s->k, H, s->x, H, T, &L->k, ACT_NONE);
-    F->jobs[2] = job(s->v, H, s->x, H, T, &L->v, ACT_NONE);
-    F->njobs = 3;
-    run_mm(F);
-    run_task(F, task_attention);
-    F->jobs[0] = job(s->tmp, H, s->ctx, H, rows, &L->o, ACT_NONE);
-    F->njobs = 1;
-    run_mm(F);
+    run_mm(F, s->tmp, H, s->ctx, H, rows, &L->o, PLIN_NONE);
     run_rows(F, x, rows, L->ln1_w, L->ln1_b);
-    F->jobs[0] = job(s->ff, I, x, H, rows, &L->fi, ACT_GELU);
-    run_mm(F);
-    F->jobs[0] = job(s->tmp, H, s->ff, I, rows, &L->fo, ACT_NONE);
-    run_mm(F);
+    run_mm(F, s->ff, I, x, H, rows, &L->fi, PLIN_GELU);
+    run_mm(F, s->tmp, H, s->ff, I, rows, &L->fo, PLIN_NONE);
     run_rows(F, x, rows, L->ln2_w, L->ln2_b);
 }
 
@@ -975,30 +615,27 @@ void bert_embed(bert_state *s, const bert_model *m, const int32_t *ids, const in
     F.len = len;
     F.B = B;
     F.T = (int)T;
+    F.Lmax = Lmax;
     run_task(&F, task_embed);
     for (int l = 0; l < c->layers; l++) layer_forward(&F, l, l == c->layers - 1);
-    F.njobs = 1;
     if (c->proj_layers == 2) { /* text_proj: Linear, ReLU, Linear */
-        F.jobs[0] = job(s->h1, c->embed, s->cls, c->hidden, B, &m->proj0, ACT_RELU);
-        run_mm(&F);
-        F.jobs[0] = job(emb, c->embed, s->h1, c->embed, B, &m->proj2, ACT_NONE);
+        run_mm(&F, s->h1, c->embed, s->cls, c->hidden, B, &m->proj0, PLIN_RELU);
+        run_mm(&F, emb, c->embed, s->h1, c->embed, B, &m->proj2, PLIN_NONE);
     } else { /* SALSA's project_sentence: one Linear */
-        F.jobs[0] = job(emb, c->embed, s->cls, c->hidden, B, &m->proj0, ACT_NONE);
+        run_mm(&F, emb, c->embed, s->cls, c->hidden, B, &m->proj0, PLIN_NONE);
     }
-    run_mm(&F);
     l2_normalize_rows(emb, B, c->embed); /* F.normalize(dim=-1) */
 }
 
 double bert_macs(const bert_model *m, const int *len, int B) {
     const bert_config *c = &m->c;
-    double H = c->hidden, I = c->intermediate, E = c->embed, T = 0, att = 0, att_cls = 0;
+    double H = c->hidden, I = c->intermediate, E = c->embed, T = 0, att = 0;
     for (int b = 0; b < B; b++) {
         T += len[b];
         att += 2.0 * len[b] * len[b] * H; /* q k^T and p v over all heads */
-        att_cls += 2.0 * len[b] * H;
     }
     double per_tok = 4 * H * H + 2 * H * I;
     double full = (c->layers - 1) * (T * per_tok + att);
-    double last = T * 2 * H * H + B * (2 * H * H + 2 * H * I) + att_cls;
+    double last = T * 3 * H * H + att + B * (H * H + 2 * H * I); /* q, k, v and attention for every token */
     return full + last + B * (H * E + (c->proj_layers == 2 ? E * E : 0));
 }

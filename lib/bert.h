@@ -29,18 +29,25 @@
  * runs per sequence over exactly its own tokens (HF pads to the longest and
  * masks; the masked scores get exp() = 0, so both agree up to rounding).
  *
+ * Kernels: the shared ones (bert.c's header): packed linear
+ * (kernels_linear.h), attention_forward (kernels.h), gelu_erf_inplace and
+ * layernorm_forward (nn.h).
+ *
  * Determinism: every output value is computed by the same sequence of
  * floating-point operations whatever the batch composition, the position of
  * the sequence in the batch and the thread count (threads split output
- * columns, never a sum), so an embedding is bit-identical for any --batch
- * and --threads on one machine. The kernel variant (AVX-512, AVX2+FMA,
- * generic C) is picked at run time; the FMA variants agree bit for bit. */
+ * columns, never a sum; one thread computes a whole (sequence, head) of
+ * attention), so an embedding is bit-identical for any --batch and --threads
+ * on one machine. The matrix-product variant (AVX-512, AVX2+FMA, generic C)
+ * is picked at run time; the FMA variants agree bit for bit. Attention's
+ * sgemms are OpenBLAS's (its kernel for the CPU, OPENBLAS_CORETYPE). */
 #ifndef WSAC_BERT_H
 #define WSAC_BERT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels_linear.h"
 #include "safetensors.h"
 
 typedef struct {
@@ -63,17 +70,12 @@ typedef struct {
 
 enum { BERT_ARCH_BERT, BERT_ARCH_ROBERTA };
 
-/* A matrix W[OC, C] (torch Linear weight) repacked for the matmul kernel:
- * panels of 64 output columns, each [C][64] (zero-padded past OC), so one
- * k step reads 64 contiguous weights. */
-typedef struct {
-    float *p;         /* [ceil(OC/64), C, 64], 64-byte aligned, owned */
-    const float *b;   /* [OC] bias, in the file */
-    int C, OC;
-} bert_linear;
+/* A matrix W[OC, C] (torch Linear weight) repacked for the packed-linear
+ * kernel (kernels_linear.h): panels of 64 output columns, each [C][64]. */
+typedef packed_linear bert_linear;
 
 typedef struct {
-    bert_linear q, k, v;      /* attention.self.{query,key,value} [H, H] */
+    bert_linear qkv;          /* attention.self.{query,key,value} [H, H] stacked: [3H, H] */
     bert_linear o;            /* attention.output.dense [H, H] */
     const float *ln1_w, *ln1_b; /* attention.output.LayerNorm [H] */
     bert_linear fi;           /* intermediate.dense [I, H] */

@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -71,8 +72,82 @@ void layernorm_forward_naive(float *out, const float *in, const float *w, const 
     }
 }
 
+/* GELU with the exact erf (HF "gelu" = torch.nn.functional.gelu, approximate
+ * 'none'): gelu(x) = x * 0.5 * (1 + erf(x / sqrt 2)), written as PyTorch's
+ * GeluKernel writes it. glibc's erf costs ~15 ns a value (0.5 s for a batch
+ * of 64 captions); this vectorised float version ~1 ns:
+ *   |z| < 0.875:  1 + erf(z) = 1 + z P(z^2)                 (P degree 5)
+ *   |z| >= 0.875: erfc(u) = exp(-u^2) G(1 / (1 + u)),        (G degree 8, u = |z| <= 9)
+ *                 1 + erf(z) = 2 - erfc(u) for z > 0, erfc(u) for z < 0
+ * P and G are least-squares fits (relative error, float64, 3000 Chebyshev
+ * nodes) to mpmath's erf(z)/z on [0, 0.875] and erfc(u) exp(u^2) on
+ * [0.875, 9]. Against mpmath over 2^24 points in [-12, 12]: |gelu - exact|
+ * <= 3.9e-7 (under 1 ulp of gelu); 1 + erf(z) is within 4.3e-7 relative for
+ * x > -1, 1.4e-6 for -4 < x < -1 (PyTorch's vectorised erf, Abramowitz and
+ * Stegun 7.1.26, is within 1.5e-7 absolute, so 1 + erf loses all accuracy
+ * there). No fused operations: the same bits on every machine. */
+typedef float v16f __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+#define VSEL(m, a, b) ((v16f)(((v16i)(a) & (m)) | ((v16i)(b) & ~(m))))
+
+/* gelu of p[0..16) in place (pointers, not vector arguments: no ABI issue) */
+static inline __attribute__((always_inline)) void gelu16(float *p) {
+    v16f x;
+    memcpy(&x, p, sizeof x);
+    v16f z = x * 0.707106781f; /* x * M_SQRT1_2 in float, as PyTorch */
+    v16f u = (v16f)((v16i)z & 0x7fffffff);
+    v16f s = z * z;
+    v16f q = s * -0.000623515574f + 0.00503873779f;
+    q = q * s - 0.0267963056f;
+    q = q * s + 0.112826079f;
+    q = q * s - 0.376125693f;
+    q = q * s + 1.12837911f;
+    v16f small = 1.0f + z * q; /* 1 + erf(z), |z| < 0.875 */
+    v16f lo = (v16f){0} + 0.875f, hi = (v16f){0} + 9.0f;
+    v16f uc = VSEL(u < lo, lo, VSEL(u > hi, hi, u));
+    v16f t = 1.0f / (1.0f + uc);
+    v16f g = t * 0.780107737f - 2.82607865f;
+    g = g * t + 4.0418644f;
+    g = g * t - 2.52159238f;
+    g = g * t + 0.185544178f;
+    g = g * t + 0.206939325f;
+    g = g * t + 0.571582139f;
+    g = g * t + 0.563783348f;
+    g = g * t + 9.52616028e-06f;
+    /* exp(y), y = -uc^2 in [-81, -0.76]: y = n ln2 + r (Cody-Waite), Taylor
+     * degree 7 in |r| <= ln2 / 2 (truncation < 6e-9), times 2^n built in the
+     * exponent bits */
+    v16f y = -(uc * uc);
+    v16f n = (y * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    v16f r = (y - n * 0.693145751953125f) - n * 1.42860677e-6f;
+    v16f e = r * (1.0f / 5040) + 1.0f / 720;
+    e = e * r + 1.0f / 120;
+    e = e * r + 1.0f / 24;
+    e = e * r + 1.0f / 6;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    e = e * (v16f)((__builtin_convertvector(n, v16i) + 127) << 23);
+    v16f ec = e * g; /* erfc(uc) */
+    v16f zero = {0};
+    v16f large = VSEL(z >= zero, 2.0f - ec, ec); /* 1 + erf(z), |z| >= 0.875 */
+    v16f out = x * 0.5f * VSEL(u < lo, small, large);
+    memcpy(p, &out, sizeof out);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
 void gelu_erf_inplace(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * x[i] * (1.0 + erf(x[i] * M_SQRT1_2)));
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) gelu16(x + i);
+    if (i < n) { /* the tail through a padded buffer: the same operations per value */
+        float buf[16] = {0};
+        memcpy(buf, x + i, (n - i) * sizeof(float));
+        gelu16(buf);
+        memcpy(x + i, buf, (n - i) * sizeof(float));
+    }
 }
 
 void gelu_tanh_inplace(float *x, size_t n) {

@@ -27,7 +27,10 @@ void l2_normalize_rows(float *x, int N, int C);
 void layernorm_forward(float *out, const float *in, const float *w, const float *b, int N, int C, float eps);
 void layernorm_forward_naive(float *out, const float *in, const float *w, const float *b, int N, int C, float eps);
 
-/* x = 0.5 x (1 + erf(x / sqrt 2)) in place: exact GELU (BERT, nn.GELU default) */
+/* x = 0.5 x (1 + erf(x / sqrt 2)) in place: exact GELU (BERT, nn.GELU
+ * default), vectorised in float (nn.c): within 3.9e-7 of the exact value,
+ * under 1 ulp; the same bits on every machine. Its naive twin is
+ * gelu_erf_forward (kernels.h: double, rounded once). */
 void gelu_erf_inplace(float *x, size_t n);
 /* x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in place: gelu_new (GPT-2) */
 void gelu_tanh_inplace(float *x, size_t n);
