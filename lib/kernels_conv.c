@@ -16,7 +16,9 @@
 /* Threads (lib/parfor.h): every kernel here is cut into units by size only
  * (a channel, a row of the pooled planes, a fixed chunk of elements), and
  * each unit is computed whole by one thread in the serial order, so the
- * results are the same bits at any thread count. */
+ * results are the same bits at any thread count. parfor is not reentrant:
+ * call these from the main thread (a single unit, e.g. lib/cnn14.c's
+ * avgpool2x2_forward(R = 1) inside its own pool's tasks, runs inline). */
 #define EW_CHUNK 16384 /* element-wise kernels: floats a unit */
 static int ew_units(size_t n) { return (int)((n + EW_CHUNK - 1) / EW_CHUNK); }
 
