@@ -400,9 +400,19 @@ static void attn_bwd_rows(const attn_ctx *x, int j, float *da) {
     }
 }
 
+/* out[T, n] = rows of in (stride ld) less their mean row (summed in double) */
+static void center_rows(float *out, const float *in, int ld, int T, int n) {
+    for (int i = 0; i < n; i++) {
+        double s = 0;
+        for (int t = 0; t < T; t++) s += in[(size_t)t * ld + i];
+        float mu = (float)(s / T);
+        for (int t = 0; t < T; t++) out[(size_t)t * n + i] = in[(size_t)t * ld + i] - mu;
+    }
+}
+
 /* Backward of attn_fwd_gemm: dV = P'^T dO, dP' = dO V^T, through the dropout
  * and the softmax to dS, then dQ = dS K and dK = dS^T Q, four one-thread
- * sgemms. buf: 2 * Tm * Tm floats. */
+ * sgemms. buf: 2 * Tm * Tm + 2 * Tm * hs floats. */
 static void attn_bwd_gemm(const attn_ctx *x, int j, float *buf) {
     int C = x->C, hs = C / x->NH, C3 = 3 * C, Tm = x->Tm;
     float scale = (float)sqrt((double)hs);
@@ -413,14 +423,25 @@ static void attn_bwd_gemm(const attn_ctx *x, int j, float *buf) {
     const float *a = x->catt + (size_t)j * Tm * Tm;
     const uint8_t *mk = x->mask ? x->mask + (size_t)j * Tm * Tm : NULL;
     const float *g = x->dout + (size_t)x->off[b] * C + (size_t)h * hs;
-    float *w = buf, *ds = buf + (size_t)Tm * Tm;
+    float *w = buf, *ds = buf + (size_t)Tm * Tm, *kc = buf + 2 * (size_t)Tm * Tm, *vc = kc + (size_t)Tm * hs;
     const float *p = a;
     if (mk) {
         for (size_t i = 0; i < (size_t)T * Tm; i++) w[i] = (i % Tm) < (size_t)T && mk[i] ? a[i] * x->dscale : 0.0f;
         p = w;
     }
+    /* K and V less their mean row: each row of dS sums to 0 (softmax), so
+     * dS K = dS (K - kbar), and without dropout dP - rowsum(P o dP) is the
+     * same with V - vbar in place of V. In deep layers the tokens' keys and
+     * values differ by a few % of their size; the products with the centred
+     * rows round on that difference instead of on the common part
+     * (docs/bert-train-numerics.md). */
+    center_rows(kc, base + C, C3, T, hs);
+    center_rows(vc, base + 2 * C, C3, T, hs);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, p, Tm, g, C, 0.0f, dbase + 2 * C, C3);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g, C, base + 2 * C, C3, 0.0f, ds, Tm);
+    if (mk)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g, C, base + 2 * C, C3, 0.0f, ds, Tm);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, g, C, vc, hs, 0.0f, ds, Tm);
     for (int t = 0; t < T; t++) {
         const float *ar = a + (size_t)t * Tm;
         float *r = ds + (size_t)t * Tm, dot = 0;
@@ -431,14 +452,15 @@ static void attn_bwd_gemm(const attn_ctx *x, int j, float *buf) {
         for (int t2 = 0; t2 < T; t2++) dot += ar[t2] * r[t2];
         for (int t2 = 0; t2 < T; t2++) r[t2] = ar[t2] * (r[t2] - dot) / scale;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, ds, Tm, base + C, C3, 0.0f, dbase, C3);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, ds, Tm, kc, hs, 0.0f, dbase, C3);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, ds, Tm, base, C3, 0.0f, dbase + C, C3);
 }
 
 static void attn_bwd_range(void *p, int lo, int hi) {
     attn_ctx *x = p;
     int sq = x->causal || x->naive;
-    float *buf = xmalloc((sq ? (size_t)x->Tm : 2 * (size_t)x->Tm * x->Tm) * sizeof(float));
+    size_t Tm = (size_t)x->Tm, hs = (size_t)(x->C / x->NH);
+    float *buf = xmalloc((sq ? Tm : 2 * Tm * Tm + 2 * Tm * hs) * sizeof(float));
     for (int j = lo; j < hi; j++) {
         if (sq) attn_bwd_rows(x, j, buf);
         else attn_bwd_gemm(x, j, buf);

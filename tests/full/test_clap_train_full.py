@@ -6,8 +6,13 @@ of different lengths against fixed audio embeddings; the loss, every
 parameter's gradient (the keys' biases, whose gradient is zero, apart),
 BatchNorm's running statistics. Minutes and a few GB.
 
-BERT's gradients are compared tensor by tensor in relative L2 norm
-(||g_C - g_ref|| / ||g_ref||), within 1e-3 of PyTorch float32.
+BERT's gradients, tensor by tensor in relative L2 norm
+(||g_C - g_ref|| / ||g_ref||), against float64 computed from the same float32
+weights (docs/bert-train-numerics.md): every tensor within 1e-4 (measured
+2.1e-5, layer 11's query/key), and no farther from float64 than PyTorch
+float32 is (which is 1.3e-4 away in layer 11's query/key: the random
+network's tokens collapse to within 3% of each other in the upper layers,
+and the query/key gradients live in those differences).
 
 CNN14's gradients, in the same metric, against float64 (docs/cnn14-train-numerics.md).
 At this size no float32 gradient can match the float64 one to 1e-4: among
@@ -72,34 +77,6 @@ def driver(op, ints, floats):
             f.write(x.numpy().astype(np.float32).tobytes())
     r = subprocess.run([DRIVER, "dump", op, inp, out, MODEL], capture_output=True, text=True)
     return r, (open(out, "rb").read() if r.returncode == 0 else b"")
-
-
-def compare(label, raw, names, grads, nE, ref_e, ref_loss):
-    n_all = nE + sum(grads[k].size for k in names)
-    v = np.frombuffer(raw[:4 * n_all], dtype=np.float32)
-    closs = struct.unpack("<d", raw[4 * n_all:])[0]
-    el = abs(closs - ref_loss) / abs(ref_loss)
-    ee = rel(v[:nE], ref_e)
-    k, worst, wname, kb, emax, ename = nE, 0.0, "", 0.0, 0.0, ""
-    gmax = max(np.abs(grads[n]).max() for n in names)
-    for n in names:
-        sz = grads[n].size
-        if n.endswith("key.bias"):
-            kb = max(kb, float(np.abs(v[k:k + sz]).max() / gmax))
-        else:
-            c, r = v[k:k + sz].astype(np.float64), grads[n].astype(np.float64).ravel()
-            e = float(np.linalg.norm(c - r) / max(np.linalg.norm(r), 1e-30))
-            if e > worst:
-                worst, wname = e, n
-            e2 = rel(c, r)
-            if e2 > emax:
-                emax, ename = e2, n
-        k += sz
-    check("%s: loss within 1e-6, embeddings within 1e-5, every gradient within 1e-3 in relative L2 norm" % label,
-          el < 1e-6 and ee < 1e-5 and worst < 1e-3 and kb < 1e-6,
-          "loss %.2e emb %.2e grad %.2e (%s) key.bias %.2e" % (el, ee, worst, wname, kb))
-    note("%s: loss %.1e, embeddings %.1e, gradients %.1e in L2 norm (%s), largest element-wise %.1e (%s)"
-         % (label, el, ee, worst, wname.split(".", 2)[-1], emax, ename.split(".", 2)[-1]))
 
 
 # ------------------------------------------------------------------ CNN14
@@ -240,5 +217,48 @@ tn += ["text_proj.0.weight", "text_proj.0.bias", "text_proj.2.weight", "text_pro
 flat = [i for r_ in range(B) for i in ids[r_, :lens[r_]].tolist()]
 r, raw = driver("bert", [B] + lens + aid + flat, [aemb])
 if check("the driver runs a full-size BERT step", r.returncode == 0, r.stderr[-300:]):
-    compare("full BERT-base, 4 captions of 5-30 tokens", raw, tn, grads, B * E, t.detach().numpy(), loss.item())
+    # the C run: e, gradients, loss
+    ng = sum(grads[n].size for n in tn)
+    v = np.frombuffer(raw[:4 * (B * E + ng)], dtype=np.float32)
+    closs = struct.unpack("<d", raw[4 * (B * E + ng):])[0]
+    ce, k, gc = v[:B * E], B * E, {}
+    for n in tn:
+        gc[n] = v[k:k + grads[n].size].astype(np.float64).reshape(grads[n].shape)
+        k += grads[n].size
+    # float64 from the same float32 weights: BERT has no branch but text_proj's
+    # ReLU (its smallest float64 margin is ~6e-4 of the spread here, no tie)
+    m64 = R.Clap(cfg, cnn_dropout=0.0, bert_dropout=0.0).double()
+    m64.load_published({k_: v_.double() for k_, v_ in sd.items()})
+    m64.train()
+    _, _, l64 = R.salsa_loss(aemb.double(), m64.project_text(ids, mask), torch.tensor(aid))
+    l64.backward()
+    g64 = {n: p.grad.numpy().copy() for n, p in m64.named_parameters() if n in grads}
+    del m64
+    el, ee = abs(closs - loss.item()) / abs(loss.item()), rel(ce, t.detach().numpy())
+    gmax = max(np.abs(g64[n]).max() for n in tn)
+    kn = [n for n in tn if n.endswith("key.bias")]  # zero: softmax ignores a shift common to a row of scores
+    kb = max(float(np.abs(gc[n]).max()) for n in kn) / gmax
+    check("full BERT-base, 4 captions of 5-30 tokens: loss within 1e-6, embeddings within 1e-5 of PyTorch float32, "
+          "the keys' bias gradients zero within 1e-6 of the largest gradient", el < 1e-6 and ee < 1e-5 and kb < 1e-6,
+          "loss %.2e emb %.2e key.bias %.2e" % (el, ee, kb))
+    tv = [n for n in tn if n not in kn]
+
+    def rl2(x, y, names):  # ||x - y|| / ||y|| over the tensors named
+        return float(np.sqrt(sum(np.sum((np.asarray(x[n], np.float64) - y[n]) ** 2) for n in names) /
+                             max(sum(np.sum(y[n] ** 2) for n in names), 1e-300)))
+
+    eC = {n: rl2(gc, g64, [n]) for n in tv}
+    eP = {n: rl2(grads, g64, [n]) for n in tv}
+    wC, wP = max(eC, key=eC.get), max(eP, key=eP.get)
+    check("full BERT: every parameter's gradient within 1e-4 (relative L2 norm of the tensor) of float64",
+          eC[wC] < 1e-4, "worst %.2e (%s)" % (eC[wC], wC))
+    tC, tP = rl2(gc, g64, tv), rl2(grads, g64, tv)
+    ratio = max(eC[n] / max(eP[n], 1e-12) for n in tv)
+    check("full BERT: C's gradient as close to float64 as PyTorch float32's: whole gradient no farther, "
+          "no tensor 2x farther", tC <= tP and ratio < 2, "whole %.2e vs %.2e, worst tensor ratio %.2f" % (tC, tP, ratio))
+    note("full BERT gradients vs float64, relative L2 per tensor: C worst %.1e (%s), whole %.1e; PyTorch float32 "
+         "worst %.1e (%s), whole %.1e; largest ratio C / PyTorch of a tensor %.2f; C vs PyTorch float32 worst %.1e"
+         % (eC[wC], wC.replace(TP, ""), tC, eP[wP], wP.replace(TP, ""), tP, ratio,
+            max(rl2(gc, grads, [n]) for n in tv)))
+    note("full BERT: loss %.1e, embeddings %.1e from PyTorch float32" % (el, ee))
 done()
