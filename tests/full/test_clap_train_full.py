@@ -232,7 +232,7 @@ if check("the driver runs a full-size BERT step", r.returncode == 0, r.stderr[-3
     m64.train()
     _, _, l64 = R.salsa_loss(aemb.double(), m64.project_text(ids, mask), torch.tensor(aid))
     l64.backward()
-    g64 = {n: p.grad.numpy().copy() for n, p in m64.named_parameters() if n in grads}
+    g64 = {n: p.grad.numpy().copy() for n, p in m64.named_parameters() if n in tn}
     del m64
     el, ee = abs(closs - loss.item()) / abs(loss.item()), rel(ce, t.detach().numpy())
     gmax = max(np.abs(g64[n]).max() for n in tn)
