@@ -10,9 +10,10 @@ BERT's gradients, tensor by tensor in relative L2 norm
 (||g_C - g_ref|| / ||g_ref||), against float64 computed from the same float32
 weights (docs/bert-train-numerics.md): every tensor within 1e-4 (measured
 2.1e-5, layer 11's query/key), and as close to float64 as PyTorch float32
-(no tensor 2x farther, the whole gradient not 1.25x; PyTorch float32 is 1.3e-4 away in layer 11's query/key: the random
-network's tokens collapse to within 3% of each other in the upper layers,
-and the query/key gradients live in those differences).
+(no tensor 2x farther, the whole gradient not 1.25x). PyTorch float32 is
+1.3e-4 away in layer 11's query/key: the random network's tokens collapse
+to within 3% of each other in the upper layers, and the query/key
+gradients live in those differences.
 
 CNN14's gradients, in the same metric, against float64 (docs/cnn14-train-numerics.md).
 At this size no float32 gradient can match the float64 one to 1e-4: among
