@@ -53,15 +53,6 @@ const char *bert_kernel_name(void) { return packed_linear_kernel(); }
 /* ------------------------------------------------------------------------
  * Loading */
 
-static int failf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int failf(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* A size-defining F32 tensor of ndim dimensions: its shape, each in [1, 2^24]. */
 static int get_dims(st_file *f, const char *name, int ndim, int *dims, char *err, size_t errlen) {
     if (!st_get_as(f, name, ST_F32, ndim, NULL, err, errlen)) return -1;
@@ -69,7 +60,7 @@ static int get_dims(st_file *f, const char *name, int ndim, int *dims, char *err
     if (st_get(f, name, &t, err, errlen)) return -1;
     for (int i = 0; i < ndim; i++) {
         if (t.shape[i] < 1 || t.shape[i] > (1 << 24))
-            return failf(err, errlen, "%s: tensor '%s' has dimension %lld, expected 1 to %d", st_path(f), name,
+            return seterr(err, errlen, "%s: tensor '%s' has dimension %lld, expected 1 to %d", st_path(f), name,
                          (long long)t.shape[i], 1 << 24);
         dims[i] = (int)t.shape[i];
     }
@@ -104,9 +95,9 @@ static int get_linear(st_file *f, bert_linear *L, const char *prefix, int OC, in
 static int meta_int(st_file *f, const char *key, long lo, long hi, int *out, char *err, size_t errlen) {
     long v;
     int r = st_meta_int(f, key, &v);
-    if (r == -1) return failf(err, errlen, "%s: metadata '%s' is missing", st_path(f), key);
+    if (r == -1) return seterr(err, errlen, "%s: metadata '%s' is missing", st_path(f), key);
     if (r < 0 || v < lo || v > hi)
-        return failf(err, errlen, "%s: metadata '%s' is '%s', expected an integer from %ld to %ld", st_path(f), key,
+        return seterr(err, errlen, "%s: metadata '%s' is '%s', expected an integer from %ld to %ld", st_path(f), key,
                      st_meta(f, key), lo, hi);
     *out = (int)v;
     return 0;
@@ -118,7 +109,7 @@ static int meta_agrees(st_file *f, const char *key, int have, const char *what, 
     int r = st_meta_int(f, key, &v);
     if (r == -1) return 0;
     if (r < 0 || v != have)
-        return failf(err, errlen, "%s: metadata '%s' is '%s' but the tensors have %s %d", st_path(f), key,
+        return seterr(err, errlen, "%s: metadata '%s' is '%s' but the tensors have %s %d", st_path(f), key,
                      st_meta(f, key), what, have);
     return 0;
 }
@@ -182,16 +173,16 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
     const char *path = st_path(f);
     const char *v = st_meta(f, "wsac.format");
     if (!v || strcmp(v, "1"))
-        return failf(err, errlen,
+        return seterr(err, errlen,
                      "%s: metadata 'wsac.format' is %s%s%s, expected '1' (convert with scripts/convert.py)", path,
                      v ? "'" : "", v ? v : "missing", v ? "'" : "");
     v = st_meta(f, "clap.text.arch"); /* absent: bert (WavCaps); SALSA files say roberta */
     const char *model = st_meta(f, "wsac.model");
     if (!model || strcmp(model, "clap"))
-        return failf(err, errlen, "%s: metadata 'wsac.model' is %s%s%s, expected 'clap'", path, model ? "'" : "",
+        return seterr(err, errlen, "%s: metadata 'wsac.model' is %s%s%s, expected 'clap'", path, model ? "'" : "",
                      model ? model : "missing", model ? "'" : "");
     if (v && strcmp(v, "bert") && strcmp(v, "roberta"))
-        return failf(err, errlen, "%s: metadata 'clap.text.arch' is '%.40s', expected 'bert' or 'roberta'", path, v);
+        return seterr(err, errlen, "%s: metadata 'clap.text.arch' is '%.40s', expected 'bert' or 'roberta'", path, v);
     c->arch = v && !strcmp(v, "roberta") ? BERT_ARCH_ROBERTA : BERT_ARCH_BERT;
     const tower_names *tn = c->arch == BERT_ARCH_ROBERTA ? &roberta_names : &bert_names;
     c->proj_layers = c->arch == BERT_ARCH_ROBERTA ? 1 : 2;
@@ -232,7 +223,7 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
 
     if (meta_int(f, "clap.text.heads", 1, H, &c->heads, err, errlen)) return -1;
     if (H % c->heads)
-        return failf(err, errlen, "%s: metadata 'clap.text.heads' is %d, which does not divide the hidden size %d",
+        return seterr(err, errlen, "%s: metadata 'clap.text.heads' is %d, which does not divide the hidden size %d",
                      path, c->heads, H);
     c->head_dim = H / c->heads;
     if (c->arch == BERT_ARCH_ROBERTA) {
@@ -242,17 +233,17 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
         int off;
         if (meta_int(f, "clap.text.position_offset", 0, c->positions, &off, err, errlen)) return -1;
         if (off != c->pad_id + 1)
-            return failf(err, errlen,
+            return seterr(err, errlen,
                          "%s: metadata 'clap.text.position_offset' is %d, expected pad_id + 1 = %d (RoBERTa's "
                          "positions)",
                          path, off, c->pad_id + 1);
         c->pos_offset = off;
         v = st_meta(f, "clap.text.pooling");
         if (v && strcmp(v, "first"))
-            return failf(err, errlen, "%s: metadata 'clap.text.pooling' is '%.40s', expected 'first' (SALSA's)", path,
+            return seterr(err, errlen, "%s: metadata 'clap.text.pooling' is '%.40s', expected 'first' (SALSA's)", path,
                          v);
         if (c->positions - off < 3)
-            return failf(err, errlen, "%s: %d position embeddings leave no room past the offset %d", path,
+            return seterr(err, errlen, "%s: %d position embeddings leave no room past the offset %d", path,
                          c->positions, off);
     }
     if (meta_int(f, "clap.text.max_len", 3, c->positions - c->pos_offset, &c->max_len, err, errlen)) return -1;
@@ -260,7 +251,7 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
     char *end = NULL;
     double eps = v ? strtod(v, &end) : 0;
     if (!v || end == v || *end || !(eps > 0 && eps < 1))
-        return failf(err, errlen, "%s: metadata 'clap.text.ln_eps' is %s%s%s, expected a number in (0, 1)", path,
+        return seterr(err, errlen, "%s: metadata 'clap.text.ln_eps' is %s%s%s, expected a number in (0, 1)", path,
                      v ? "'" : "", v ? v : "missing", v ? "'" : "");
     c->ln_eps = (float)eps;
     if (meta_agrees(f, "clap.text.layers", c->layers, "layers", err, errlen) ||
@@ -328,7 +319,7 @@ int bert_load(bert_model *m, st_file *f, char *err, size_t errlen) {
     for (int i = 0; i < st_count(f); i++) {
         const char *name = st_name(f, i);
         if ((has_prefix(name, tn->side[0]) || has_prefix(name, tn->side[1])) && !expected_name(c, tn, name)) {
-            failf(err, errlen, "%s: unexpected tensor '%s' (not part of %s)", path, name, tn->what);
+            seterr(err, errlen, "%s: unexpected tensor '%s' (not part of %s)", path, name, tn->what);
             goto fail;
         }
     }

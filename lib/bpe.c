@@ -52,15 +52,6 @@ struct bpe {
     int special_len[5], special_id[5], nspecial;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------------------ UTF-8 */
 
 /* Strict decoder (no overlongs, surrogates, > U+10FFFF): the code point at
@@ -406,45 +397,12 @@ bpe *bpe_load(const char *vocab, size_t vocab_len, const char *merges, size_t me
     return b;
 }
 
-static char *slurp(const char *path, size_t *n, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = xmalloc(cap);
-    for (;;) {
-        if (len == cap) {
-            if (cap >= ((size_t)1 << 30)) {
-                fclose(f);
-                free(buf);
-                seterr(err, errlen, "%s: larger than 1 GiB", path);
-                return NULL;
-            }
-            cap *= 2;
-            buf = xrealloc(buf, cap);
-        }
-        size_t k = fread(buf + len, 1, cap - len, f);
-        len += k;
-        if (k == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        seterr(err, errlen, "%s: read error", path);
-        return NULL;
-    }
-    *n = len;
-    return buf;
-}
 
 bpe *bpe_load_files(const char *vocab_path, const char *merges_path, char *err, size_t errlen) {
     size_t vn, mn;
-    char *v = slurp(vocab_path, &vn, err, errlen);
+    char *v = read_file_all(vocab_path, (size_t)1 << 30, &vn, err, errlen);
     if (!v) return NULL;
-    char *m = slurp(merges_path, &mn, err, errlen);
+    char *m = read_file_all(merges_path, (size_t)1 << 30, &mn, err, errlen);
     if (!m) {
         free(v);
         return NULL;

@@ -27,37 +27,29 @@ void clap_sizes_default(clap_sizes *s) {
     s->max_len = 30; /* text_encoder.py: truncation, max_length=30 */
 }
 
-static int failf(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 int clap_sizes_check(const clap_sizes *s, char *err, size_t errlen) {
     if (s->nblocks < 1 || s->nblocks > CLAP_MAX_BLOCKS)
-        return failf(err, errlen, "%d ConvBlocks: give 1 to %d", s->nblocks, CLAP_MAX_BLOCKS);
+        return seterr(err, errlen, "%d ConvBlocks: give 1 to %d", s->nblocks, CLAP_MAX_BLOCKS);
     for (int k = 0; k < s->nblocks; k++)
         if (s->channels[k] < 1 || s->channels[k] > 65536)
-            return failf(err, errlen, "ConvBlock %d: %d channels, give 1 to 65536", k + 1, s->channels[k]);
+            return seterr(err, errlen, "ConvBlock %d: %d channels, give 1 to 65536", k + 1, s->channels[k]);
     /* the loader's rule (cnn14.c): each block halves the mel axis */
     if (s->n_mels < (1 << s->nblocks))
-        return failf(err, errlen, "%d mel bins are too few for %d ConvBlocks (2x2 pooling each: at least %d)",
+        return seterr(err, errlen, "%d mel bins are too few for %d ConvBlocks (2x2 pooling each: at least %d)",
                      s->n_mels, s->nblocks, 1 << s->nblocks);
-    if (s->n_mels > 4096) return failf(err, errlen, "%d mel bins: at most 4096", s->n_mels);
-    if (s->embed < 1 || s->embed > 65536) return failf(err, errlen, "embedding width %d: give 1 to 65536", s->embed);
-    if (s->layers < 1 || s->layers > 1024) return failf(err, errlen, "%d text layers: give 1 to 1024", s->layers);
-    if (s->hidden < 1 || s->hidden > 65536) return failf(err, errlen, "text width %d: give 1 to 65536", s->hidden);
+    if (s->n_mels > 4096) return seterr(err, errlen, "%d mel bins: at most 4096", s->n_mels);
+    if (s->embed < 1 || s->embed > 65536) return seterr(err, errlen, "embedding width %d: give 1 to 65536", s->embed);
+    if (s->layers < 1 || s->layers > 1024) return seterr(err, errlen, "%d text layers: give 1 to 1024", s->layers);
+    if (s->hidden < 1 || s->hidden > 65536) return seterr(err, errlen, "text width %d: give 1 to 65536", s->hidden);
     if (s->heads < 1 || s->hidden % s->heads)
-        return failf(err, errlen, "%d attention heads do not divide the text width %d", s->heads, s->hidden);
+        return seterr(err, errlen, "%d attention heads do not divide the text width %d", s->heads, s->hidden);
     if (s->intermediate < 1 || s->intermediate > 1 << 20)
-        return failf(err, errlen, "feed-forward width %d: give 1 to %d", s->intermediate, 1 << 20);
+        return seterr(err, errlen, "feed-forward width %d: give 1 to %d", s->intermediate, 1 << 20);
     if (s->positions < 3 || s->positions > 1 << 16)
-        return failf(err, errlen, "%d positions: give 3 to %d", s->positions, 1 << 16);
-    if (s->types < 1 || s->types > 1024) return failf(err, errlen, "%d token types: give 1 to 1024", s->types);
+        return seterr(err, errlen, "%d positions: give 3 to %d", s->positions, 1 << 16);
+    if (s->types < 1 || s->types > 1024) return seterr(err, errlen, "%d token types: give 1 to 1024", s->types);
     if (s->max_len < 3 || s->max_len > s->positions)
-        return failf(err, errlen, "%d tokens a caption: give 3 to the %d positions", s->max_len, s->positions);
+        return seterr(err, errlen, "%d tokens a caption: give 3 to the %d positions", s->max_len, s->positions);
     return 0;
 }
 
@@ -199,33 +191,12 @@ static void init_tensor(const newt *t, float *p, uint64_t seed) {
     }
 }
 
-static char *read_file(const char *path, size_t *n, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        failf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, len = 0;
-    char *b = xmalloc(cap);
-    size_t k;
-    while ((k = fread(b + len, 1, cap - len, f)) > 0)
-        if ((len += k) == cap) b = xrealloc(b, cap *= 2);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        failf(err, errlen, "reading %s: %s", path, strerror(errno));
-        free(b);
-        return NULL;
-    }
-    *n = len;
-    return b;
-}
 
 int clap_new_write(const char *path, const clap_sizes *s, const char *vocab, uint64_t seed, const char *source,
                    char *err, size_t errlen) {
     if (clap_sizes_check(s, err, errlen)) return -1;
     size_t vn = 0;
-    char *vb = read_file(vocab, &vn, err, errlen);
+    char *vb = read_file_all(vocab, (size_t)1 << 30, &vn, err, errlen);
     if (!vb) return -1;
     /* the tokenizer clap-text will build from these bytes: its token count is
      * the vocabulary size (clap-text requires it to equal the embedding rows) */
@@ -233,7 +204,7 @@ int clap_new_write(const char *path, const clap_sizes *s, const char *vocab, uin
     wordpiece *wp = wp_load(vb, vn, e2, sizeof e2);
     if (!wp) {
         free(vb);
-        return failf(err, errlen, "%s: not a BERT vocab.txt: %s", vocab, e2);
+        return seterr(err, errlen, "%s: not a BERT vocab.txt: %s", vocab, e2);
     }
     int V = wp_vocab_size(wp);
     wp_free(wp);
@@ -290,15 +261,15 @@ int clap_check_family(const char *path, int audio, char *err, size_t errlen) {
     const char *want = audio ? "cnn14" : "bert", *tower = audio ? "audio" : "text";
     const char *pre = audio ? PA : PT;
     if (!kind || strcmp(kind, "clap"))
-        failf(err, errlen, "%s: not a CLAP model file (__metadata__ wsac.model is %s%.40s%s): clap-train trains "
+        seterr(err, errlen, "%s: not a CLAP model file (__metadata__ wsac.model is %s%.40s%s): clap-train trains "
                            "CNN14-BERT CLAP models",
               path, kind ? "'" : "", kind ? kind : "absent", kind ? "'" : "");
     else if (arch && strcmp(arch, want))
-        failf(err, errlen, "%s: another architecture: its %s tower is '%.40s' (clap.%s.arch)%s; clap-train trains the "
+        seterr(err, errlen, "%s: another architecture: its %s tower is '%.40s' (clap.%s.arch)%s; clap-train trains the "
                            "CNN14-BERT family (WavCaps) only",
               path, tower, arch, tower, st_meta(f, "clap.family") ? " in a SALSA model" : "");
     else if (!has_prefix(f, pre))
-        failf(err, errlen, "%s: no %s tower (no tensor '%s*'%s): clap-train needs both towers of a CNN14-BERT model",
+        seterr(err, errlen, "%s: no %s tower (no tensor '%s*'%s): clap-train needs both towers of a CNN14-BERT model",
               path, tower, pre,
               has_prefix(f, audio ? "audio_embedding_model." : "sentence_embedding_model.")
                   ? ", but SALSA's names: another architecture"

@@ -300,3 +300,47 @@ void atomic_abort(FILE *f, char *tmp) {
     free(tmp);
     errno = e;
 }
+
+int seterr(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+char *read_file_all(const char *path, size_t max, size_t *n, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) {
+            if (cap >= max) {
+                fclose(f);
+                free(buf);
+                seterr(err, errlen, "%s: larger than %zu bytes", path, max);
+                return NULL;
+            }
+            cap = 2 * cap < max ? 2 * cap : max;
+            buf = xrealloc(buf, cap + 1);
+        }
+        size_t k = fread(buf + len, 1, cap - len, f);
+        len += k;
+        if (k == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        seterr(err, errlen, "%s: read error", path);
+        return NULL;
+    }
+    buf[len] = 0;
+    *n = len;
+    return buf;
+}

@@ -32,6 +32,12 @@ void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretu
 /* Usage error for getopt_long's '?' or ':' result (optstring starts with ':'). */
 void die_bad_option(int c, char **argv) __attribute__((noreturn));
 
+/* A reason for a failure, written into err[errlen] (err may be NULL); returns -1. */
+int seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The whole of a file, at most max bytes (a NUL added after them); NULL with
+ * the reason in err ("PATH: why"). *n: its length. Free with free(). */
+char *read_file_all(const char *path, size_t max, size_t *n, char *err, size_t errlen);
+
 /* Allocation that never returns NULL: out of memory is fatal (status 2). */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

@@ -46,15 +46,6 @@ struct wordpiece {
     int cls, sep, pad, unk, msk;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ------------------------------------------------------------------ UTF-8 */
 
 /* Strict UTF-8 decoder (no overlongs, surrogates or code points above
@@ -275,26 +266,9 @@ wordpiece *wp_load(const char *vocab, size_t n, char *err, size_t errlen) {
 }
 
 wordpiece *wp_load_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *b = xmalloc(cap);
-    for (;;) {
-        if (n == cap) b = xrealloc(b, cap *= 2);
-        size_t k = fread(b + n, 1, cap - n, f);
-        n += k;
-        if (k == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        seterr(err, errlen, "%s: read error", path);
-        free(b);
-        return NULL;
-    }
+    size_t n;
+    char *b = read_file_all(path, (size_t)1 << 30, &n, err, errlen);
+    if (!b) return NULL;
     char e2[256];
     wordpiece *wp = wp_load(b, n, e2, sizeof e2);
     free(b);
