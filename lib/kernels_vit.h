@@ -34,4 +34,18 @@ void patch_embed_forward(float *out, float *cols, const float *img, long hs, lon
 void patch_embed_forward_naive(float *out, const float *img, long hs, long ws, const float *w, const float *b, int Hp,
                                int Wp, int ph, int pw, int sh, int sw, int D);
 
+/* Backward of patch_embed_forward from dout[P, D] and the forward pass's
+ * cols[P, K]: dw[D, K] += dout^T @ cols, db[D] += column sums of dout (may be
+ * NULL), and, when dimg is not NULL, dimg (read through the same strides)
+ * += every patch's share (overlapping patches add up); dcols: scratch of P * K
+ * floats, used only for dimg (may be NULL otherwise). PaSST's mel needs no
+ * gradient: dimg NULL. Accumulates throughout (several segments add into one
+ * dw). */
+void patch_embed_backward(float *dimg, float *dw, float *db, float *dcols, const float *dout, const float *cols,
+                          const float *w, long hs, long ws, int Hp, int Wp, int ph, int pw, int sh, int sw, int D);
+/* The same as direct loops in double from the image (not cols), each
+ * gradient summed in double and added once (a reference for tests). */
+void patch_embed_backward_naive(float *dimg, float *dw, float *db, const float *dout, const float *img, const float *w,
+                                long hs, long ws, int Hp, int Wp, int ph, int pw, int sh, int sw, int D);
+
 #endif
