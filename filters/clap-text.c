@@ -13,6 +13,7 @@
 #include "bpe.h"
 #include "captions.h"
 #include "safetensors.h"
+#include "salsa_text.h"
 #include "stream.h"
 #include "util.h"
 #include "wordpiece.h"
@@ -66,52 +67,6 @@ typedef struct {
     int32_t *ids; /* into the batch's id buffer */
     int len;      /* 0: failed (c.err says why) */
 } item;
-
-/* SALSA's captions longer than this are cut before preprocessing, at the last
- * space that follows an ASCII letter or digit within it: every pre-token (and
- * its BPE) before that space is then the same as in the whole caption (no
- * pre-token crosses a space after a letter or digit; Python's Final_Sigma
- * stops at that letter or digit; preprocessing at most adds half: within
- * BPE_MAX_TEXT), and the space left out gives tokens, so the first max_len - 2
- * ids are the whole caption's if the cut part has that many. */
-#define SALSA_CUT 4096
-
-static int ascii_alnum(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'); }
-
-/* SALSA's side of one caption (ex_dcase24.py forward_sentence):
- * preprocessing, then <s> BPE </s> truncated to max_len (-1: err says why). */
-static int salsa_encode(const bpe *b, int preprocess, const char *text, size_t len, int max_len, int32_t *ids,
-                        int *trunc, char *err, size_t errlen) {
-    size_t n = len;
-    int cut = 0;
-    if (len > SALSA_CUT) {
-        size_t k = SALSA_CUT;
-        while (k > 0 && !(text[k] == ' ' && ascii_alnum(text[k - 1]))) k--;
-        if (k > 0) n = k, cut = 1;
-    }
-    const char *t = text;
-    size_t tl = n;
-    char *p = NULL;
-    if (preprocess) {
-        if (!(p = bpe_salsa_preprocess(text, n, &tl, err, errlen))) return -1;
-        t = p;
-    }
-    size_t blank = 0;
-    while (blank < tl && t[blank] && strchr(" \t\n\r\v\f", t[blank])) blank++;
-    int L = blank == tl ? 2 : bpe_encode(b, t, tl, max_len, ids, trunc, err, errlen);
-    free(p);
-    if (L > 2 && cut) {
-        if (L < max_len) {
-            snprintf(err, errlen,
-                     "caption of %zu bytes whose first %zu (up to a space after a letter or digit) give %d "
-                     "tokens, fewer than the %d kept",
-                     len, n, L - 2, max_len - 2);
-            return -1;
-        }
-        *trunc = 1;
-    }
-    return L;
-}
 
 int main(int argc, char **argv) {
     tool_init("clap-text");
@@ -177,27 +132,9 @@ int main(int argc, char **argv) {
             die("%s: tensor 'tokenizer.vocab' has %d tokens but the word embeddings have %d rows", model_path,
                 wp_vocab_size(wp), m.c.vocab);
     } else {
-        const char *tk = st_meta(f, "clap.text.tokenizer"), *pp = st_meta(f, "clap.text.preprocess");
-        if (tk && strcmp(tk, "roberta_bpe"))
-            die("%s: metadata 'clap.text.tokenizer' is '%.40s', expected 'roberta_bpe'", model_path, tk);
-        if (pp && strcmp(pp, "lowercase,strip_punctuation") && strcmp(pp, "none"))
-            die("%s: metadata 'clap.text.preprocess' is '%.40s', expected 'lowercase,strip_punctuation' or 'none'",
-                model_path, pp);
-        salsa_pre = !pp || strcmp(pp, "none");
-        st_tensor mt;
-        if (!st_get_as(f, "tokenizer.vocab_json", ST_U8, 1, NULL, err, sizeof err) ||
-            st_get(f, "tokenizer.vocab_json", &vt, err, sizeof err) ||
-            !st_get_as(f, "tokenizer.merges", ST_U8, 1, NULL, err, sizeof err) ||
-            st_get(f, "tokenizer.merges", &mt, err, sizeof err))
-            die("%s", err);
-        bp = bpe_load(vt.data, vt.nbytes, mt.data, mt.nbytes, err, sizeof err);
-        if (!bp) die("%s: tensors 'tokenizer.vocab_json', 'tokenizer.merges': %s", model_path, err);
-        if (bpe_vocab_size(bp) != m.c.vocab)
-            die("%s: tensor 'tokenizer.vocab_json' has %d tokens but the word embeddings have %d rows", model_path,
-                bpe_vocab_size(bp), m.c.vocab);
-        if (bpe_pad(bp) != m.c.pad_id)
-            die("%s: <pad> is token %d in 'tokenizer.vocab_json' but metadata 'clap.text.pad_id' says %d",
-                model_path, bpe_pad(bp), m.c.pad_id);
+        /* the tokenizer and the caption ids are salsa_text.h's, the trainer's too */
+        bp = salsa_tokenizer_load(f, &m.c, &salsa_pre, err, sizeof err);
+        if (!bp) die("%s", err);
     }
     bert_state *st = bert_state_new(&m, threads);
     const bert_config *cf = &m.c;
@@ -261,8 +198,8 @@ int main(int argc, char **argv) {
             int trunc = 0;
             int L = wp ? wp_encode(wp, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err,
                                    sizeof it->c.err)
-                       : salsa_encode(bp, salsa_pre, it->c.text, it->c.len, cf->max_len, it->ids, &trunc, it->c.err,
-                                      sizeof it->c.err);
+                       : salsa_caption_ids(bp, salsa_pre, it->c.text, it->c.len, cf->max_len, it->ids, &trunc,
+                                           it->c.err, sizeof it->c.err);
             if (L < 0) continue;
             /* HF gives [CLS] [SEP] for a caption without tokens; an embedding of
              * nothing is a data error here (an empty CSV cell, a stray line) */

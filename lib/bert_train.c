@@ -1,4 +1,4 @@
-/* bert_train.c - the CLAP text tower in training mode (see bert_train.h). */
+/* bert_train.c - the CLAP text towers in training mode, BERT and RoBERTa (see bert_train.h). */
 #include "bert_train.h"
 
 #include <math.h>
@@ -13,13 +13,15 @@
 #include "util.h"
 
 #define PT "text_encoder.text_encoder."
+#define PR "sentence_embedding_model." /* SALSA's RoBERTa, as bert.c's roberta_names */
 
 /* tensor indices */
 enum { E_WORD, E_POS, E_TYPE, E_LNW, E_LNB, E_LAYER0 };
 enum { L_Q_W, L_K_W, L_V_W, L_Q_B, L_K_B, L_V_B, L_O_W, L_O_B, L_LN1_W, L_LN1_B, L_I_W, L_I_B, L_F_W, L_F_B, L_LN2_W,
        L_LN2_B, L_COUNT };
 #define LT(l, k) (E_LAYER0 + (l) * L_COUNT + (k))
-#define T_PROJ(m) (E_LAYER0 + (m)->c.layers * L_COUNT) /* text_proj.0.weight, .0.bias, .2.weight, .2.bias */
+/* text_proj.0.weight, .0.bias, .2.weight, .2.bias (BERT); project_sentence.0.weight, .0.bias (RoBERTa) */
+#define T_PROJ(m) (E_LAYER0 + (m)->c.layers * L_COUNT)
 
 static float *P(bertt *m, int i) { return m->params + m->t[i].off; }
 static float *G(bertt *m, int i) { return m->grads + m->t[i].off; }
@@ -39,11 +41,19 @@ int bertt_find(const bertt *m, const char *name) {
     return -1;
 }
 
+int bertt_head(const bertt *m) { return T_PROJ(m); }
+
 bertt *bertt_load(const char *path, char *err, size_t errlen) {
-    /* a RoBERTa tower (SALSA), or none: named, before the first missing tensor would be */
-    if (clap_check_family(path, 0, err, errlen)) return NULL;
     st_file *f = st_open(path, err, errlen);
     if (!f) return NULL;
+    /* RoBERTa: SALSA's tower, checked by bert_load as clap-text checks it. Else
+     * a BERT tower, or none or another: named, before the first missing
+     * tensor would be */
+    const char *arch = st_meta(f, "clap.text.arch");
+    if (!(arch && !strcmp(arch, "roberta")) && clap_check_family(path, 0, err, errlen)) {
+        st_close(f);
+        return NULL;
+    }
     bert_model bm;
     if (bert_load(&bm, f, err, errlen)) {
         st_close(f);
@@ -52,14 +62,23 @@ bertt *bertt_load(const char *path, char *err, size_t errlen) {
     bertt *m = xcalloc(1, sizeof *m);
     m->c = bm.c;
     bert_free(&bm);
-    m->hidden_dropout = m->attn_dropout = 0.1f;
+    int roberta = m->c.arch == BERT_ARCH_ROBERTA;
+    /* BertConfig's 0.1 (hidden_dropout_prob, attention_probs_dropout_prob);
+     * SALSA: models/text/sentence_embedding_models.py from_pretrained(...,
+     * hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2) */
+    m->hidden_dropout = m->attn_dropout = roberta ? 0.2f : 0.1f;
     int H = m->c.hidden, I = m->c.intermediate, E = m->c.embed;
+    const char *enc = roberta ? PR : PT;
     m->t = xcalloc((size_t)(E_LAYER0 + m->c.layers * L_COUNT + 4), sizeof(bertt_tensor));
-    add(m, PT "embeddings.word_embeddings.weight", 2, m->c.vocab, H);
-    add(m, PT "embeddings.position_embeddings.weight", 2, m->c.positions, H);
-    add(m, PT "embeddings.token_type_embeddings.weight", 2, m->c.types, H);
-    add(m, PT "embeddings.LayerNorm.weight", 1, H, 0);
-    add(m, PT "embeddings.LayerNorm.bias", 1, H, 0);
+    static const char *const en[5] = {"embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
+                                      "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight",
+                                      "embeddings.LayerNorm.bias"};
+    const int64_t es[5][2] = {{m->c.vocab, H}, {m->c.positions, H}, {m->c.types, H}, {H, 0}, {H, 0}};
+    char nm[200];
+    for (int k = 0; k < 5; k++) {
+        snprintf(nm, sizeof nm, "%s%s", enc, en[k]);
+        add(m, nm, es[k][1] ? 2 : 1, es[k][0], es[k][1]);
+    }
     static const char *const ln[L_COUNT] = {
         "attention.self.query.weight", "attention.self.key.weight", "attention.self.value.weight",
         "attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias",
@@ -68,16 +87,20 @@ bertt *bertt_load(const char *path, char *err, size_t errlen) {
         "output.dense.weight", "output.dense.bias", "output.LayerNorm.weight", "output.LayerNorm.bias"};
     const int64_t sh[L_COUNT][2] = {{H, H}, {H, H}, {H, H}, {H, 0}, {H, 0}, {H, 0}, {H, H}, {H, 0},
                                     {H, 0}, {H, 0}, {I, H}, {I, 0}, {H, I}, {H, 0}, {H, 0}, {H, 0}};
-    char nm[200];
     for (int l = 0; l < m->c.layers; l++)
         for (int k = 0; k < L_COUNT; k++) {
-            snprintf(nm, sizeof nm, PT "encoder.layer.%d.%s", l, ln[k]);
+            snprintf(nm, sizeof nm, "%sencoder.layer.%d.%s", enc, l, ln[k]);
             add(m, nm, sh[k][1] ? 2 : 1, sh[k][0], sh[k][1]);
         }
-    add(m, "text_proj.0.weight", 2, E, H);
-    add(m, "text_proj.0.bias", 1, E, 0);
-    add(m, "text_proj.2.weight", 2, E, E);
-    add(m, "text_proj.2.bias", 1, E, 0);
+    if (m->c.proj_layers == 2) { /* WavCaps ase_model.py: Linear, ReLU, Linear */
+        add(m, "text_proj.0.weight", 2, E, H);
+        add(m, "text_proj.0.bias", 1, E, 0);
+        add(m, "text_proj.2.weight", 2, E, E);
+        add(m, "text_proj.2.bias", 1, E, 0);
+    } else { /* SALSA ex_dcase24.py: project_sentence = Sequential(Linear(text_output_size, 1024)) (adopt_n_layers 0) */
+        add(m, "project_sentence.0.weight", 2, E, H);
+        add(m, "project_sentence.0.bias", 1, E, 0);
+    }
     m->params = xcalloc(m->nparams, sizeof(float));
     m->grads = xcalloc(m->nparams, sizeof(float));
     for (int i = 0; i < m->ntensors; i++) {
@@ -165,7 +188,13 @@ static void hidden_dropout(bertt *m, float *x, uint8_t *mask, const uint64_t *ke
 
 void bertt_forward_train(bertt *m, float *e, const int32_t *ids, const int *len, int B, const uint64_t *drop_keys) {
     int N = 0, Tm = 1;
-    for (int b = 0; b < B; b++) N += len[b], Tm = len[b] > Tm ? len[b] : Tm;
+    for (int b = 0; b < B; b++) {
+        if (len[b] < 1 || len[b] > m->c.positions - m->c.pos_offset)
+            die("bert_train: sequence length %d outside 1..%d", len[b], m->c.positions - m->c.pos_offset);
+        N += len[b], Tm = len[b] > Tm ? len[b] : Tm;
+    }
+    for (int n = 0; n < N; n++)
+        if (ids[n] < 0 || ids[n] >= m->c.vocab) die("bert_train: token id %d outside the vocabulary (%d)", ids[n], m->c.vocab);
     alloc_acts(m, (size_t)N, B, Tm);
     m->B = B, m->N = N, m->Tm = Tm;
     m->dropped = drop_keys && (m->hidden_dropout > 0 || m->attn_dropout > 0);
@@ -173,9 +202,9 @@ void bertt_forward_train(bertt *m, float *e, const int32_t *ids, const int *len,
     float eps = m->c.ln_eps;
     for (int b = 0, o = 0; b < B; o += len[b], b++) {
         m->off[b] = o, m->len[b] = len[b];
-        for (int t = 0; t < len[b]; t++) m->ids[o + t] = ids[o + t], m->pos[o + t] = t;
+        for (int t = 0; t < len[b]; t++) m->ids[o + t] = ids[o + t], m->pos[o + t] = m->c.pos_offset + t;
     }
-    /* embeddings: (word + token_type[0]) + position, as HF adds them */
+    /* embeddings: (word + token_type[0]) + position, as HF adds them (BertEmbeddings, RobertaEmbeddings) */
     const float *word = P(m, E_WORD), *pe = P(m, E_POS), *ty = P(m, E_TYPE);
     for (int n = 0; n < N; n++)
         for (int h = 0; h < H; h++)
@@ -221,9 +250,13 @@ void bertt_forward_train(bertt *m, float *e, const int32_t *ids, const int *len,
     }
     for (int b = 0; b < B; b++) memcpy(m->cls + (size_t)b * H, x + (size_t)m->off[b] * H, (size_t)H * sizeof(float));
     int pj = T_PROJ(m);
-    linear_forward(m->hid, m->cls, P(m, pj), P(m, pj + 1), B, H, E);
-    relu_forward(m->hid, m->hid, (size_t)B * E);
-    linear_forward(e, m->hid, P(m, pj + 2), P(m, pj + 3), B, E, E);
+    if (m->c.proj_layers == 2) {
+        linear_forward(m->hid, m->cls, P(m, pj), P(m, pj + 1), B, H, E);
+        relu_forward(m->hid, m->hid, (size_t)B * E);
+        linear_forward(e, m->hid, P(m, pj + 2), P(m, pj + 3), B, E, E);
+    } else {
+        linear_forward(e, m->cls, P(m, pj), P(m, pj + 1), B, H, E);
+    }
 }
 
 /* dx[n] = dx[n] where mask else 0, times the dropout scale (identity when off) */
@@ -235,11 +268,15 @@ void bertt_backward(bertt *m, const float *de) {
     int B = m->B, N = m->N, H = m->c.hidden, I = m->c.intermediate, NH = m->c.heads, E = m->c.embed, pj = T_PROJ(m);
     size_t NHs = (size_t)N * H;
     float *dx = m->d[0], *dr = m->d[1], *dt = m->d[2], *di = m->d[3], *dq = m->d[4];
-    /* the head, then the [CLS] rows */
+    /* the head, then the [CLS] (<s>) rows */
     float *dhid = dt, *dcls = di;
-    linear_backward(dhid, G(m, pj + 2), G(m, pj + 3), de, m->hid, P(m, pj + 2), B, E, E);
-    relu_backward(dhid, dhid, m->hid, (size_t)B * E);
-    linear_backward(dcls, G(m, pj), G(m, pj + 1), dhid, m->cls, P(m, pj), B, H, E);
+    if (m->c.proj_layers == 2) {
+        linear_backward(dhid, G(m, pj + 2), G(m, pj + 3), de, m->hid, P(m, pj + 2), B, E, E);
+        relu_backward(dhid, dhid, m->hid, (size_t)B * E);
+        linear_backward(dcls, G(m, pj), G(m, pj + 1), dhid, m->cls, P(m, pj), B, H, E);
+    } else {
+        linear_backward(dcls, G(m, pj), G(m, pj + 1), de, m->cls, P(m, pj), B, H, E);
+    }
     memset(dx, 0, NHs * sizeof(float));
     for (int b = 0; b < B; b++) memcpy(dx + (size_t)m->off[b] * H, dcls + (size_t)b * H, (size_t)H * sizeof(float));
     float ads = m->attn_dropout > 0 ? 1.0f / (1.0f - m->attn_dropout) : 1.0f;
