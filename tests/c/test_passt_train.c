@@ -15,7 +15,8 @@
  *     an item's masks and kept patches the same alone or in another batch,
  *     the whole step the same bits on 1 and 2 threads.
  * With arguments it is the driver of tests/py/test_passt_train.py:
- *   test_passt_train run IN OUT      one forward + backward, see run() */
+ *   test_passt_train run IN OUT          one forward + backward, see run()
+ *   test_passt_train load MODEL IN OUT   passtt_load against passt.c's inference, see load() */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include "gap.h"
 #include "gemm.h"
 #include "parfor.h"
+#include "passt.h"
 #include "passt_train.h"
 #include "util.h"
 
@@ -330,10 +332,57 @@ static int run(const char *inpath, const char *outpath) {
     return 0;
 }
 
+/* IN: int32 T, int32 nsamples, float32 mel[T, M] of a SALSA model file. OUT: int32 kept segments B, nparams;
+ * float32 params[nparams] (passtt_load's block); emb[E] of passt_forward (inference); emb[E] of the training
+ * model without keys: normalize(mean over the kept segments of e) (SALSA's mean, then the affine projection:
+ * the same). stdout: the tensor table as run() prints it. */
+static int load(const char *model, const char *inpath, const char *outpath) {
+    char err[512];
+    passt_model *pm = passt_load(model, err, sizeof err);
+    if (!pm) die("%s", err);
+    passtt *m = passtt_load(model, err, sizeof err);
+    if (!m) die("%s", err);
+    FILE *f = fopen(inpath, "rb");
+    if (!f) die("%s: cannot open", inpath);
+    int32_t hd[2];
+    if (fread(hd, 4, 2, f) != 2 || hd[0] < 1) die("%s: bad header", inpath);
+    int T = hd[0], M = m->c.n_mels, E = m->c.embed, S = pm->cfg.seg_frames;
+    float *mel = xmalloc((size_t)T * M * sizeof(float));
+    if (fread(mel, 4, (size_t)T * M, f) != (size_t)T * M) die("%s: short read", inpath);
+    fclose(f);
+    int B = passt_kept_segments(pm, T, hd[1]);
+    if ((long)B * S > T) die("load: %d segments of %d frames need %d frames", B, S, B * S);
+    passt_state st;
+    passt_state_init(&st, pm, 1);
+    float *ei = xmalloc((size_t)E * sizeof(float)), *et = xmalloc((size_t)B * E * sizeof(float));
+    float *mean = xcalloc((size_t)E, sizeof(float));
+    passt_forward(&st, pm, mel, T, hd[1], ei);
+    passtt_forward(m, et, mel, B, S, NULL, NULL, NULL);
+    double n2 = 0;
+    for (int i = 0; i < E; i++) {
+        double s = 0;
+        for (int b = 0; b < B; b++) s += et[(size_t)b * E + i];
+        mean[i] = (float)(s / B), n2 += (double)mean[i] * mean[i];
+    }
+    for (int i = 0; i < E; i++) mean[i] = (float)(mean[i] / sqrt(n2));
+    FILE *o = fopen(outpath, "wb");
+    if (!o) die("%s: cannot create", outpath);
+    int32_t oh[2] = {B, (int32_t)m->nparams};
+    put(o, oh, 4, 2), put(o, m->params, 4, m->nparams), put(o, ei, 4, (size_t)E), put(o, mean, 4, (size_t)E);
+    if (fclose(o)) die("%s: write failed", outpath);
+    for (int i = 0; i < m->ntensors; i++) printf("tensor %s %zu\n", m->t[i].name, m->t[i].numel);
+    passt_state_free(&st);
+    free(mel), free(ei), free(et), free(mean);
+    passtt_free(m);
+    passt_free(pm);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     tool_init("test_passt_train");
     if (argc == 4 && !strcmp(argv[1], "run")) return run(argv[2], argv[3]);
-    if (argc != 1) die_usage("usage: test_passt_train [run IN OUT]");
+    if (argc == 5 && !strcmp(argv[1], "load")) return load(argv[2], argv[3], argv[4]);
+    if (argc != 1) die_usage("usage: test_passt_train [run IN OUT | load MODEL IN OUT]");
     rng_seed(&R, 14);
     gemm_init(1);
     test_gradients();

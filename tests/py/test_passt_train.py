@@ -17,11 +17,20 @@ embedding 20, 3 segments. Loss = sum_b e_b . v_b (v fixed, random).
   4. patchout, dropout 0.1, attention dropout 0.1 and drop_path 0.5 (block 1 of 2: 0.5) on, C's
      masks given to the reference: the same parity; 2 threads the same bits;
   5. the masks of 256 keyed segments: columns and rows dropped uniformly
-     (chi-square), every site's dropout at its rate (4 sigma)."""
+     (chi-square), every site's dropout at its rate (4 sigma);
+  6. passtt_load on a SALSA model file (scripts/convert.py salsa of
+     passtref's tiny random checkpoint: 21 mel bins, 5x4 patches at stride
+     4x3, 30-frame segments, 3 of them): every tensor copied exactly, and the
+     training model without keys agrees with clap-audio's inference
+     (lib/passt.c: the normalised mean over the kept segments) within 1e-5."""
 import os
 import struct
 import subprocess
 import tempfile
+
+import atexit
+import json
+import shutil
 
 import numpy as np
 import torch
@@ -32,7 +41,8 @@ import passttrainref as R
 torch.set_num_threads(1)
 BUILD = os.environ.get("WSAC_BUILD", os.path.join(ROOT, "build"))
 DRIVER = os.path.join(BUILD, "tests", "test_passt_train")
-tmp = tempfile.mkdtemp()
+tmp = tempfile.mkdtemp(prefix="wsac-passt-train-")
+atexit.register(shutil.rmtree, tmp, True)
 if not check("the test driver is built (%s)" % DRIVER, os.access(DRIVER, os.X_OK)):
     done()
 
@@ -233,4 +243,47 @@ for what, arr, p in [("pos_drop", mk.pos, rates[0])] + [
 dp1 = float(mk.blocks[1]["drop_path"].mean())
 check("drop_path: block 0 (rate 0) keeps every branch, block 1 (rate %.1f) %.3f of them (4 sigma)" % (rates[2], dp1),
       mk.blocks[0]["drop_path"].all() and abs(dp1 - 0.5) < 4 * (0.25 / (2 * Bm)) ** 0.5)
+
+# 6. a SALSA model file: passtt_load against the inference model
+import convert
+import passtref
+import sttools
+
+tc = passtref.Config.tiny()
+CKPT, MODEL = os.path.join(tmp, "tiny.ckpt"), os.path.join(tmp, "tiny.safetensors")
+torch.save({"state_dict": passtref.random_state_dict(tc, seed=5), "epoch": 1}, CKPT)
+VOCAB, MERGES = os.path.join(tmp, "vocab.json"), os.path.join(tmp, "merges.txt")
+voc = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4}
+voc.update({"t%d" % i: i for i in range(5, tc.vocab)})
+with open(VOCAB, "w") as f:
+    json.dump(voc, f)
+with open(MERGES, "w") as f:
+    f.write("#version: 0.2\nt 1\n")
+rc = convert.main(["salsa", CKPT, "--vocab", VOCAB, "--merges", MERGES, "-o", MODEL, "--audio-heads", "3",
+                   "--text-heads", "2", "--patch-stride", "4,3", "--n-mels", "21", "--segment-seconds", "0.3",
+                   "--fixed-seconds", "0.9"])
+if check("setup: convert.py salsa converts passtref's tiny checkpoint", rc == 0):
+    tensors, _ = sttools.load(MODEL)
+    S3 = tc.seg_frames
+    T3 = 3 * S3
+    mel3 = (torch.randn(T3, tc.n_mels, generator=g) * 0.5).numpy().astype("<f4")
+    inp, out = os.path.join(tmp, "load.bin"), os.path.join(tmp, "load.out")
+    with open(inp, "wb") as f:
+        f.write(struct.pack("<2i", T3, int(round(3 * tc.segment_seconds * tc.sr))) + mel3.tobytes())
+    r = subprocess.run([DRIVER, "load", MODEL, inp, out], capture_output=True, text=True)
+    if check("the driver loads the model file with passtt_load and passt_load", r.returncode == 0, r.stderr):
+        table = [l.split() for l in r.stdout.splitlines() if l.startswith("tensor ")]
+        b = open(out, "rb").read()
+        Bk, npar = struct.unpack_from("<2i", b, 0)
+        pk = np.frombuffer(b, "<f4", npar, 8)
+        ei = np.frombuffer(b, "<f4", tc.embed, 8 + 4 * npar)
+        et = np.frombuffer(b, "<f4", tc.embed, 8 + 4 * npar + 4 * tc.embed)
+        at, exact = 0, True
+        for _, name, numel in table:
+            exact &= np.array_equal(pk[at:at + int(numel)], np.asarray(tensors[name], np.float32).ravel())
+            at += int(numel)
+        check("passtt_load: %d tensors, every one equal to the file's" % len(table), exact and at == npar)
+        d = float(np.abs(ei - et).max())
+        check("training model without keys = inference (lib/passt.c) on %d segments within 1e-5 (%.2g)" % (Bk, d),
+              Bk == 3 and d <= 1e-5)
 done()
