@@ -220,8 +220,9 @@ class Tower(nn.Module):
         return out + [(PROJ + "weight", self.proj.weight), (PROJ + "bias", self.proj.bias)]
 
 
-def random_params(cfg, seed=0):
-    """{published name: float64 tensor} at the scales of a trained ViT: weights ~ 0.1, LN weights ~ 1"""
+def random_params(cfg, seed=0, fan_in=False):
+    """{published name: float64 tensor}: N(0, 0.1) (matrices N(0, 1/fan_in) when fan_in: full-size models, whose
+    attention would otherwise saturate), LN weights 1 + N(0, 0.1), the patch embedding's outputs O(1)"""
     g = torch.Generator().manual_seed(seed)
     t = Tower(cfg)
     out = {}
@@ -229,8 +230,10 @@ def random_params(cfg, seed=0):
         x = torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.1
         if ("norm" in n) and n.endswith(".weight"):
             x += 1.0
-        if n.endswith("patch_embed.proj.weight"):
+        elif n.endswith("patch_embed.proj.weight"):
             x /= math.sqrt(cfg.patch[0] * cfg.patch[1]) * 0.1 * 4
+        elif fan_in and p.ndim == 2:
+            x *= 10 / math.sqrt(p.shape[1])
         out[n] = x
     return out
 

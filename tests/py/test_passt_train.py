@@ -37,6 +37,7 @@ import torch
 
 from tap import ROOT, check, done, note
 import passttrainref as R
+import passtt_driver as D
 
 torch.set_num_threads(1)
 BUILD = os.environ.get("WSAC_BUILD", os.path.join(ROOT, "build"))
@@ -56,61 +57,14 @@ mel = torch.randn(B, S, cfg.n_mels, generator=g, dtype=torch.float64)
 v = torch.randn(B, cfg.embed, generator=g, dtype=torch.float64)
 
 
-def c_run(mel, v, st=0, sf=0, keys=None, keep=None, rates=(0.0, 0.0, 0.0), threads=1, masks=False):
-    """one C step: (Tk, Fk, N, e, loss, {name: grad}, tkeep, fkeep, raw masks bytes)"""
-    Bn = mel.shape[0]
-    mode = 1 if keys is not None else 2 if keep is not None else 0
-    iv = [cfg.n_mels, cfg.dim, cfg.depth, cfg.heads, cfg.mlp, 16, 16, 16, 16, cfg.grid[0], cfg.grid[1], cfg.embed, Bn,
-          S, st, sf, mode, threads, int(masks)]
-    if mode == 1:
-        for k in keys:
-            iv += [k & 0xffffffff, k >> 32]
-        iv = [x if x < 2 ** 31 else x - 2 ** 32 for x in iv]
-    elif mode == 2:
-        iv += [int(x) for x in np.asarray(keep[0]).ravel()] + [int(x) for x in np.asarray(keep[1]).ravel()]
-    inp, out = os.path.join(tmp, "in.bin"), os.path.join(tmp, "out.bin")
-    with open(inp, "wb") as f:
-        f.write(struct.pack("<i", len(iv)) + np.asarray(iv, dtype="<i4").tobytes())
-        f.write(np.asarray(rates, dtype="<f4").tobytes())
-        f.write(np.concatenate([params[n].numpy().astype("<f4").ravel() for n in names]).tobytes())
-        f.write(mel.numpy().astype("<f4").tobytes() + v.numpy().astype("<f4").tobytes())
-    r = subprocess.run([DRIVER, "run", inp, out], capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError(r.stderr)
-    table = [l.split() for l in r.stdout.splitlines() if l.startswith("tensor ")]
-    b = open(out, "rb").read()
-    Tk, Fk, N, npar = struct.unpack_from("<4i", b, 0)
-    o = 16
-    E = Bn * cfg.embed
-    e = np.frombuffer(b, "<f4", E, o).reshape(Bn, cfg.embed); o += 4 * E
-    loss = struct.unpack_from("<d", b, o)[0]; o += 8
-    gr = np.frombuffer(b, "<f4", npar, o); o += 4 * npar
-    tk = np.frombuffer(b, "<i4", Bn * Tk, o).reshape(Bn, Tk); o += 4 * Bn * Tk
-    fk = np.frombuffer(b, "<i4", Bn * Fk, o).reshape(Bn, Fk); o += 4 * Bn * Fk
-    grads, at = {}, 0
-    for _, name, numel in table:
-        grads[name] = gr[at:at + int(numel)]
-        at += int(numel)
-    return Tk, Fk, N, e, loss, grads, tk, fk, b[o:], [t[1] for t in table]
+def c_run(mel, v, **kw):
+    """one C step: (Tk, Fk, N, e, loss, {name: grad}, tkeep, fkeep, raw masks bytes, C's tensor names)"""
+    r = D.run(DRIVER, tmp, cfg, {n: params[n].numpy() for n in names}, names, mel.numpy(), v.numpy(), **kw)
+    return r.Tk, r.Fk, r.N, r.e, r.loss, r.grads, r.tkeep, r.fkeep, r.masks, r.order
 
 
 def split_masks(raw, Bn, N):
-    """the driver's mask bytes as passttrainref.Masks"""
-    D, H, Hm = cfg.dim, cfg.heads, cfg.mlp
-    a = np.frombuffer(raw, np.uint8)
-    o = 0
-
-    def take(*shape):
-        nonlocal o
-        n = int(np.prod(shape))
-        x = a[o:o + n].reshape(shape)
-        o += n
-        return x
-
-    pos = take(Bn, N, D)
-    blocks = [dict(attn=take(Bn, H, N, N), proj=take(Bn, N, D), gelu=take(Bn, N, Hm), fc2=take(Bn, N, D),
-                   drop_path=take(Bn, 2)) for _ in range(cfg.depth)]
-    return R.Masks(pos, blocks)
+    return D.split_masks(cfg, raw, Bn, N)
 
 
 def ref_run(dt, mel, v, patchout=None, masks=None, rates=(0.0, 0.0, 0.0), published=None):
