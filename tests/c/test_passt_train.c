@@ -276,7 +276,8 @@ static void put(FILE *o, const void *p, size_t size, size_t n) {
  * then float32: drop_rate attn_drop_rate drop_path_rate, params[nparams], mel[B, S, M], v[B, E].
  * OUT: int32 Tk Fk N nparams; float32 e[B, E]; float64 loss = sum e . v; float32 grads[nparams]; int32
  * tkeep[B, Tk], fkeep[B, Fk]; masks: uint8 pos[B*N, D], per block attn[B, H, N, N], proj[B*N, D],
- * gelu[B*N, Hm], fc2[B*N, D], drop_path[B, 2]. stdout: "tensor NAME NUMEL" per tensor. */
+ * gelu[B*N, Hm], fc2[B*N, D], drop_path[B, 2]. stdout: "tensor NAME NUMEL" per tensor, then "seconds FORWARD
+ * BACKWARD" (wall). */
 static int run(const char *inpath, const char *outpath) {
     FILE *f = fopen(inpath, "rb");
     if (!f) die("%s: cannot open", inpath);
@@ -308,10 +309,12 @@ static int run(const char *inpath, const char *outpath) {
     if (fgetc(f) != EOF) die("%s: trailing data", inpath);
     fclose(f);
     m->drop_rate = rates[0], m->attn_drop_rate = rates[1], m->drop_path_rate = rates[2];
+    double t0 = now_seconds();
     passtt_forward(m, e, mel, B, S, keys, tk, fk);
-    double L = 0;
+    double t1 = now_seconds(), L = 0;
     for (size_t i = 0; i < nv; i++) L += (double)e[i] * v[i];
     passtt_backward(m, v);
+    double t2 = now_seconds();
     FILE *o = fopen(outpath, "wb");
     if (!o) die("%s: cannot create", outpath);
     int32_t hd[4] = {m->Tk, m->Fk, m->N, (int32_t)m->nparams};
@@ -327,6 +330,7 @@ static int run(const char *inpath, const char *outpath) {
     }
     if (fclose(o)) die("%s: write failed", outpath);
     for (int i = 0; i < m->ntensors; i++) printf("tensor %s %zu\n", m->t[i].name, m->t[i].numel);
+    printf("seconds %.6f %.6f\n", t1 - t0, t2 - t1);
     free(keys), free(mel), free(v), free(e);
     passtt_free(m);
     return 0;

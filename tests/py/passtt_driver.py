@@ -13,7 +13,8 @@ import passttrainref as R
 
 class Step:
     """Tk, Fk, N, e [B, E], loss (float64), grads {name: flat}, tkeep [B, Tk], fkeep [B, Fk], masks (bytes),
-    order (C's tensor names), seconds (the driver's wall time), maxrss_kb (its peak RSS)"""
+    order (C's tensor names), seconds (the driver's wall time), fwd_s, bwd_s (its forward and backward pass),
+    maxrss_kb (its peak RSS)"""
 
 
 def run(driver, tmp, cfg, params, names, mel, v, st=0, sf=0, keys=None, keep=None, rates=(0.0, 0.0, 0.0),
@@ -68,6 +69,7 @@ def run(driver, tmp, cfg, params, names, mel, v, st=0, sf=0, keys=None, keep=Non
         r.grads[name] = gr[at:at + int(numel)]
         at += int(numel)
     r.order = [t[1] for t in table]
+    r.fwd_s, r.bwd_s = [float(x) for x in [l for l in so.splitlines() if l.startswith("seconds ")][0].split()[1:]]
     return r
 
 
