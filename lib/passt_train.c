@@ -111,10 +111,16 @@ static void free_acts(passtt *m) {
             free(a->h2), free(a->m2), free(a->s2), free(a->f1), free(a->g1);
             free(a->amask), free(a->pmask), free(a->gmask), free(a->fmask), free(a->dp);
         }
+    passtt_block_acts *a = &m->work;
+    free(a->h1), free(a->m1), free(a->s1), free(a->qkv), free(a->att), free(a->ao), free(a->x1);
+    free(a->h2), free(a->m2), free(a->s2), free(a->f1), free(a->g1);
+    free(a->amask), free(a->pmask), free(a->gmask), free(a->fmask), free(a->dp);
+    memset(&m->work, 0, sizeof m->work);
     free(m->la), m->la = NULL;
-    free(m->tkeep), free(m->fkeep), free(m->cols), free(m->pe), free(m->posmask), free(m->xL);
+    free(m->keys), m->keys = NULL;
+    free(m->tkeep), free(m->fkeep), free(m->cols), free(m->posmask), free(m->xL);
     free(m->tok), free(m->tm), free(m->ts), free(m->feat), free(m->off), free(m->len);
-    m->tkeep = m->fkeep = NULL, m->cols = m->pe = m->xL = m->tok = m->tm = m->ts = m->feat = NULL;
+    m->tkeep = m->fkeep = NULL, m->cols = m->xL = m->tok = m->tm = m->ts = m->feat = NULL;
     m->posmask = NULL, m->off = m->len = NULL;
     for (int i = 0; i < 4; i++) free(m->d[i]), m->d[i] = NULL;
     m->capR = m->capP = 0, m->capB = m->capN = 0;
@@ -129,27 +135,35 @@ void passtt_free(passtt *m) {
 }
 
 /* buffers for B items of P patches and N tokens (grown, never shrunk) */
+/* a block's activations other than its input */
+static void alloc_block(passtt_block_acts *a, size_t R, size_t D, size_t Hm, size_t A, int B) {
+    a->h1 = xmalloc(R * D * sizeof(float));
+    a->m1 = xmalloc(R * sizeof(float)), a->s1 = xmalloc(R * sizeof(float));
+    a->qkv = xmalloc(3 * R * D * sizeof(float)), a->att = xmalloc(A * sizeof(float));
+    a->ao = xmalloc(R * D * sizeof(float)), a->x1 = xmalloc(R * D * sizeof(float));
+    a->h2 = xmalloc(R * D * sizeof(float)), a->m2 = xmalloc(R * sizeof(float)), a->s2 = xmalloc(R * sizeof(float));
+    a->f1 = xmalloc(R * Hm * sizeof(float)), a->g1 = xmalloc(R * Hm * sizeof(float));
+    a->amask = xmalloc(A), a->pmask = xmalloc(R * D), a->gmask = xmalloc(R * Hm), a->fmask = xmalloc(R * D);
+    a->dp = xmalloc((size_t)B * 2);
+}
+
 static void alloc_acts(passtt *m, int B, int P, int N) {
-    if (B <= m->capB && (size_t)B * P <= m->capP && N <= m->capN) return;
+    if (B <= m->capB && (size_t)B * P <= m->capP && N <= m->capN && m->recompute == m->cap_recompute) return;
     free_acts(m);
+    m->cap_recompute = m->recompute;
     size_t D = (size_t)m->c.dim, Hm = (size_t)m->c.mlp, NH = (size_t)m->c.heads, R = (size_t)B * N;
     size_t K = (size_t)m->c.ph * m->c.pw, BP = (size_t)B * P, A = (size_t)B * NH * N * N;
     m->capB = B, m->capP = BP, m->capN = N, m->capR = R;
     m->tkeep = xmalloc((size_t)B * P * sizeof(int)), m->fkeep = xmalloc((size_t)B * P * sizeof(int));
-    m->cols = xmalloc(BP * K * sizeof(float)), m->pe = xmalloc(BP * D * sizeof(float));
+    m->cols = xmalloc(BP * K * sizeof(float));
     m->posmask = xmalloc(R * D);
     m->la = xcalloc((size_t)m->c.depth, sizeof *m->la);
     for (int l = 0; l < m->c.depth; l++) {
-        passtt_block_acts *a = &m->la[l];
-        a->xin = xmalloc(R * D * sizeof(float)), a->h1 = xmalloc(R * D * sizeof(float));
-        a->m1 = xmalloc(R * sizeof(float)), a->s1 = xmalloc(R * sizeof(float));
-        a->qkv = xmalloc(3 * R * D * sizeof(float)), a->att = xmalloc(A * sizeof(float));
-        a->ao = xmalloc(R * D * sizeof(float)), a->x1 = xmalloc(R * D * sizeof(float));
-        a->h2 = xmalloc(R * D * sizeof(float)), a->m2 = xmalloc(R * sizeof(float)), a->s2 = xmalloc(R * sizeof(float));
-        a->f1 = xmalloc(R * Hm * sizeof(float)), a->g1 = xmalloc(R * Hm * sizeof(float));
-        a->amask = xmalloc(A), a->pmask = xmalloc(R * D), a->gmask = xmalloc(R * Hm), a->fmask = xmalloc(R * D);
-        a->dp = xmalloc((size_t)B * 2);
+        m->la[l].xin = xmalloc(R * D * sizeof(float));
+        if (!m->recompute) alloc_block(&m->la[l], R, D, Hm, A, B);
     }
+    if (m->recompute) alloc_block(&m->work, R, D, Hm, A, B);
+    m->keys = xmalloc((size_t)B * sizeof(uint64_t));
     m->xL = xmalloc(R * D * sizeof(float));
     m->tok = xmalloc(2 * (size_t)B * D * sizeof(float));
     m->tm = xmalloc(2 * (size_t)B * sizeof(float)), m->ts = xmalloc(2 * (size_t)B * sizeof(float));
@@ -233,10 +247,58 @@ static void drop_path(passtt *m, float *r, const uint8_t *dp, int l, int site) {
     }
 }
 
+/* the saved activations of block l: its own, or (recomputation) the shared set with its input */
+static passtt_block_acts *acts(passtt *m, int l) {
+    if (!m->cap_recompute) return &m->la[l];
+    m->work.xin = m->la[l].xin;
+    return &m->work;
+}
+
+/* block l of the last forward pass's batch: xout[B*N, D] from la[l].xin, the activations into acts(m, l);
+ * every mask drawn from the items' keys, so a second call (recomputation) gives the same bits */
+static void block_forward(passtt *m, int l, float *xout, const uint64_t *keys) {
+    const passtt_config *c = &m->c;
+    int B = m->B, N = m->N, D = c->dim, Hm = c->mlp, NH = c->heads;
+    size_t R = (size_t)B * N;
+    passtt_block_acts *a = acts(m, l);
+    float ads = m->attn_drop_rate > 0 ? 1.0f / (1.0f - m->attn_drop_rate) : 1.0f;
+    float *r = m->d[2];
+    if (m->dpath)
+        for (int b = 0; b < B; b++)
+            for (int s = 0; s < 2; s++) dropout_mask(a->dp + 2 * b + s, 1, dp_rate(m, l), site_key(keys[b], l, 5 + s));
+    /* x1 = x + drop_path(proj_drop(proj(attn(LN1 x)))) */
+    layernorm_forward_train(a->h1, a->m1, a->s1, a->xin, P(m, LT(l, L_LN1W)), P(m, LT(l, L_LN1B)), (int)R, D,
+                            c->ln_eps);
+    linear_forward(a->qkv, a->h1, P(m, LT(l, L_QKVW)), P(m, LT(l, L_QKVB)), (int)R, D, 3 * D);
+    uint8_t *am = NULL;
+    if (m->dropped && m->attn_drop_rate > 0) {
+        /* every item has N tokens: its [H, N, N] block of the mask is contiguous */
+        size_t per = (size_t)NH * N * N;
+        for (int b = 0; b < B; b++)
+            dropout_mask(a->amask + b * per, per, m->attn_drop_rate, site_key(keys[b], l, 1));
+        am = a->amask;
+    }
+    attention_forward(a->ao, a->att, a->qkv, am, ads, m->off, m->len, B, N, D, NH, 0);
+    linear_forward(r, a->ao, P(m, LT(l, L_PROJW)), P(m, LT(l, L_PROJB)), (int)R, D, D);
+    drop_rows(m, r, a->pmask, (size_t)D, keys, l, 2, m->drop_rate);
+    drop_path(m, r, a->dp, l, 0);
+    for (size_t i = 0; i < R * D; i++) a->x1[i] = a->xin[i] + r[i];
+    /* x2 = x1 + drop_path(drop(fc2(drop(gelu(fc1(LN2 x1)))))) */
+    layernorm_forward_train(a->h2, a->m2, a->s2, a->x1, P(m, LT(l, L_LN2W)), P(m, LT(l, L_LN2B)), (int)R, D,
+                            c->ln_eps);
+    linear_forward(a->f1, a->h2, P(m, LT(l, L_FC1W)), P(m, LT(l, L_FC1B)), (int)R, D, Hm);
+    gelu_erf_forward(a->g1, a->f1, R * Hm);
+    drop_rows(m, a->g1, a->gmask, (size_t)Hm, keys, l, 3, m->drop_rate);
+    linear_forward(r, a->g1, P(m, LT(l, L_FC2W)), P(m, LT(l, L_FC2B)), (int)R, Hm, D);
+    drop_rows(m, r, a->fmask, (size_t)D, keys, l, 4, m->drop_rate);
+    drop_path(m, r, a->dp, l, 1);
+    for (size_t i = 0; i < R * D; i++) xout[i] = a->x1[i] + r[i];
+}
+
 void passtt_forward(passtt *m, float *e, const float *mel, int B, int S, const uint64_t *keys, const int *tkeep_in,
                     const int *fkeep_in) {
     const passtt_config *c = &m->c;
-    int M = c->n_mels, D = c->dim, Hm = c->mlp, NH = c->heads;
+    int M = c->n_mels, D = c->dim;
     if (S < c->pw) die("passtt_forward: a segment of %d frames is shorter than a patch", S);
     int Fp = (M - c->ph) / c->sh + 1, Tp = (S - c->pw) / c->sw + 1, Pn = Fp * Tp;
     if (Fp != c->grid_f || Tp > c->grid_t)
@@ -253,12 +315,12 @@ void passtt_forward(passtt *m, float *e, const float *mel, int B, int S, const u
     m->B = B, m->S = S, m->Fp = Fp, m->Tp = Tp, m->Fk = Fk, m->Tk = Tk, m->N = N;
     m->dropped = keys && (m->drop_rate > 0 || m->attn_drop_rate > 0);
     m->dpath = keys && m->drop_path_rate > 0;
-    size_t K = (size_t)c->ph * c->pw, R = (size_t)B * N;
+    size_t K = (size_t)c->ph * c->pw;
     const float *tpos = P(m, T_TPOS), *fpos = P(m, T_FPOS), *pos = P(m, T_POS);
     const float *cls = P(m, T_CLS), *dist = P(m, T_DIST);
     float *x0 = m->la[0].xin;
     for (int b = 0; b < B; b++) {
-        float *pe = m->pe + (size_t)b * Pn * D;
+        float *pe = m->d[3] + (size_t)b * Pn * D; /* scratch: only the kept rows go on */
         /* the image [M, S] is mel[S, M] read with strides (1, M) */
         patch_embed_forward(pe, m->cols + (size_t)b * Pn * K, mel + (size_t)b * S * M, 1, M, P(m, T_PW), P(m, T_PB),
                             Fp, Tp, c->ph, c->pw, c->sh, c->sw, D);
@@ -296,42 +358,13 @@ void passtt_forward(passtt *m, float *e, const float *mel, int B, int S, const u
         m->off[b] = b * N, m->len[b] = N;
     }
     drop_rows(m, x0, m->posmask, (size_t)D, keys, -1, 0, m->drop_rate); /* pos_drop */
-    float ads = m->attn_drop_rate > 0 ? 1.0f / (1.0f - m->attn_drop_rate) : 1.0f;
-    float *r = m->d[2];
-    for (int l = 0; l < c->depth; l++) {
-        passtt_block_acts *a = &m->la[l];
-        float *xout = l + 1 < c->depth ? m->la[l + 1].xin : m->xL;
-        if (m->dpath)
-            for (int b = 0; b < B; b++)
-                for (int s = 0; s < 2; s++) dropout_mask(a->dp + 2 * b + s, 1, dp_rate(m, l), site_key(keys[b], l, 5 + s));
-        /* x1 = x + drop_path(proj_drop(proj(attn(LN1 x)))) */
-        layernorm_forward_train(a->h1, a->m1, a->s1, a->xin, P(m, LT(l, L_LN1W)), P(m, LT(l, L_LN1B)), (int)R, D,
-                                c->ln_eps);
-        linear_forward(a->qkv, a->h1, P(m, LT(l, L_QKVW)), P(m, LT(l, L_QKVB)), (int)R, D, 3 * D);
-        uint8_t *am = NULL;
-        if (m->dropped && m->attn_drop_rate > 0) {
-            /* every item has N tokens: its [H, N, N] block of the mask is contiguous */
-            size_t per = (size_t)NH * N * N;
-            for (int b = 0; b < B; b++)
-                dropout_mask(a->amask + b * per, per, m->attn_drop_rate, site_key(keys[b], l, 1));
-            am = a->amask;
-        }
-        attention_forward(a->ao, a->att, a->qkv, am, ads, m->off, m->len, B, N, D, NH, 0);
-        linear_forward(r, a->ao, P(m, LT(l, L_PROJW)), P(m, LT(l, L_PROJB)), (int)R, D, D);
-        drop_rows(m, r, a->pmask, (size_t)D, keys, l, 2, m->drop_rate);
-        drop_path(m, r, a->dp, l, 0);
-        for (size_t i = 0; i < R * D; i++) a->x1[i] = a->xin[i] + r[i];
-        /* x2 = x1 + drop_path(drop(fc2(drop(gelu(fc1(LN2 x1)))))) */
-        layernorm_forward_train(a->h2, a->m2, a->s2, a->x1, P(m, LT(l, L_LN2W)), P(m, LT(l, L_LN2B)), (int)R, D,
-                                c->ln_eps);
-        linear_forward(a->f1, a->h2, P(m, LT(l, L_FC1W)), P(m, LT(l, L_FC1B)), (int)R, D, Hm);
-        gelu_erf_forward(a->g1, a->f1, R * Hm);
-        drop_rows(m, a->g1, a->gmask, (size_t)Hm, keys, l, 3, m->drop_rate);
-        linear_forward(r, a->g1, P(m, LT(l, L_FC2W)), P(m, LT(l, L_FC2B)), (int)R, Hm, D);
-        drop_rows(m, r, a->fmask, (size_t)D, keys, l, 4, m->drop_rate);
-        drop_path(m, r, a->dp, l, 1);
-        for (size_t i = 0; i < R * D; i++) xout[i] = a->x1[i] + r[i];
+    const uint64_t *k = NULL;
+    if (keys) {
+        memcpy(m->keys, keys, (size_t)B * sizeof(uint64_t)); /* the backward pass redraws the masks */
+        k = m->keys;
     }
+    for (int l = 0; l < c->depth; l++)
+        block_forward(m, l, l + 1 < c->depth ? m->la[l + 1].xin : m->xL, k);
     /* the final norm of tokens 0 and 1 (a row-wise LN: the other rows are not needed) */
     int nt = T_NORM(m);
     for (int b = 0; b < B; b++)
@@ -370,7 +403,8 @@ void passtt_backward(passtt *m, const float *de) {
         memcpy(dx + (size_t)b * N * D, dtok + (size_t)b * 2 * D, 2 * (size_t)D * sizeof(float));
     float ads = m->attn_drop_rate > 0 ? 1.0f / (1.0f - m->attn_drop_rate) : 1.0f;
     for (int l = c->depth - 1; l >= 0; l--) {
-        passtt_block_acts *a = &m->la[l];
+        if (m->cap_recompute) block_forward(m, l, m->d[3], m->dropped || m->dpath ? m->keys : NULL);
+        passtt_block_acts *a = acts(m, l);
         /* the MLP branch: dx is d x2; it becomes d x1 (residual + the branch through LN2) */
         memcpy(dr, dx, RD * sizeof(float));
         drop_path(m, dr, a->dp, l, 1); /* (d * bit) / keep = d / keep * bit */

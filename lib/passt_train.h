@@ -82,6 +82,12 @@ typedef struct {
     passtt_config c;
     int s_patchout_t, s_patchout_f;                 /* 15, 2 */
     float drop_rate, attn_drop_rate, drop_path_rate; /* 0, 0, 0 */
+    /* 1: keep only each block's input and recompute the block in the backward
+     * pass (one more forward pass of time; the masks are redrawn from the
+     * keys, so the gradients are the same bits). Saved floats a token a block:
+     * 0: 8D + 2Hm + H*N (PaSST-S, N = 284: 49 KB); 1: D (3 KB), plus one
+     * block's set for the batch. Set before passtt_forward. */
+    int recompute;
     int ntensors;
     passtt_tensor *t;
     size_t nparams;
@@ -91,9 +97,11 @@ typedef struct {
     int dropped, dpath; /* dropout / stochastic depth applied */
     int *tkeep, *fkeep;  /* [B, Tk], [B, Fk]: kept columns / rows, ascending */
     float *cols;         /* [B, Fp*Tp, K] the patch embedding's im2col */
-    float *pe;           /* [B, Fp*Tp, D] patch embedding + positional embeddings */
     uint8_t *posmask;    /* [B*N, D] pos_drop */
-    passtt_block_acts *la;
+    passtt_block_acts *la; /* [L]; with recompute only their xin */
+    passtt_block_acts work; /* recompute: the one block's set, xin pointing into la */
+    uint64_t *keys;         /* [B] the last forward pass's keys (recompute redraws the masks) */
+    int cap_recompute;      /* the buffers' layout */
     float *xL;           /* [B*N, D] the last block's output */
     float *tok, *tm, *ts; /* [B, 2, D] tokens 0, 1 before the final LN; its mean, rstd [2B] */
     float *feat;         /* [B, D] */
@@ -121,7 +129,8 @@ int passtt_patchout(const passtt *m, int *tkeep, int *fkeep, int Fp, int Tp, uin
  * stochastic depth (passt.py in eval mode, activations still kept); else
  * keys[b] keys item b's patchout and masks (given tkeep/fkeep override the
  * patchout: [B, Tk] and [B, Fk] with Tk, Fk as the counts imply; tests).
- * Needs (M - ph) / sh + 1 == grid_f and (S - pw) / sw + 1 <= grid_t.
+ * Needs (M - ph) / sh + 1 == grid_f and (S - pw) / sw + 1 <= grid_t (dies
+ * otherwise: the caller checks the model against its input once).
  * threads: the gemm/parfor threads the caller set (gemm_init). */
 void passtt_forward(passtt *m, float *e, const float *mel, int B, int S, const uint64_t *keys, const int *tkeep,
                     const int *fkeep);

@@ -13,7 +13,8 @@
  *     one key, one draw, whatever the batch;
  *   - dropout and drop_path masks at their rates (4 sigma), keyed per item:
  *     an item's masks and kept patches the same alone or in another batch,
- *     the whole step the same bits on 1 and 2 threads.
+ *     the whole step the same bits on 1 and 2 threads, and with activation
+ *     recomputation.
  * With arguments it is the driver of tests/py/test_passt_train.py:
  *   test_passt_train run IN OUT          one forward + backward, see run()
  *   test_passt_train load MODEL IN OUT   passtt_load against passt.c's inference, see load() */
@@ -199,6 +200,23 @@ static void test_keyed(void) {
                 !memcmp(m->la[l].gmask, m2->la[l].gmask, Rr * c.mlp) && !memcmp(m->la[l].dp, m2->la[l].dp, 2 * (size_t)B);
     CHECK(same, "dropout, drop_path and patchout on: embeddings, gradients, masks and kept patches the same bits on 1 and "
                 "2 threads");
+    /* recomputation: the same bits */
+    passtt *mr = twin(m);
+    mr->recompute = 1;
+    float *er = xmalloc((size_t)B * E * sizeof(float));
+    passtt_forward(mr, er, mel, B, S, keys, NULL, NULL);
+    passtt_backward(mr, v);
+    CHECK(!memcmp(er, e1, (size_t)B * E * sizeof(float)) && !memcmp(mr->grads, m->grads, m->nparams * sizeof(float)),
+          "recompute: embeddings and gradients the same bits as with every activation saved (masks redrawn)");
+    /* a second step on the same model (buffers reused; the layout changes back) */
+    memset(mr->grads, 0, mr->nparams * sizeof(float));
+    mr->recompute = 0;
+    passtt_forward(mr, er, mel, B, S, keys, NULL, NULL);
+    passtt_backward(mr, v);
+    CHECK(!memcmp(er, e1, (size_t)B * E * sizeof(float)) && !memcmp(mr->grads, m->grads, m->nparams * sizeof(float)),
+          "recompute switched off on the same model: the same bits again");
+    free(er);
+    passtt_free(mr);
     /* item 2 alone, and first of a batch of two other items: its masks and kept patches are its own */
     passtt *m3 = twin(m);
     uint64_t k3[2] = {303, 999};
@@ -271,13 +289,26 @@ static void put(FILE *o, const void *p, size_t size, size_t n) {
     if (n && fwrite(p, size, n, o) != n) die("write failed");
 }
 
-/* IN: int32 ni, int32[ni] = M D L H Hm ph pw sh sw grid_f grid_t E B S s_t s_f mode threads masks, then
+/* this process's peak resident set (VmHWM), kB; 0 if unknown */
+static long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = 0;
+    if (!f) return 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* IN: int32 ni, int32[ni] = M D L H Hm ph pw sh sw grid_f grid_t E B S s_t s_f mode threads flags (1: write
+ * the masks, 2: recompute), then
  * mode 1: keys (2 int32 each, low first) [B]; mode 2: tkeep [B, Tk], fkeep [B, Fk] (counts from s_t, s_f);
  * then float32: drop_rate attn_drop_rate drop_path_rate, params[nparams], mel[B, S, M], v[B, E].
  * OUT: int32 Tk Fk N nparams; float32 e[B, E]; float64 loss = sum e . v; float32 grads[nparams]; int32
  * tkeep[B, Tk], fkeep[B, Fk]; masks: uint8 pos[B*N, D], per block attn[B, H, N, N], proj[B*N, D],
  * gelu[B*N, Hm], fc2[B*N, D], drop_path[B, 2]. stdout: "tensor NAME NUMEL" per tensor, then "seconds FORWARD
- * BACKWARD" (wall). */
+ * BACKWARD" (wall), "peak_rss_kb N" (VmHWM). */
 static int run(const char *inpath, const char *outpath) {
     FILE *f = fopen(inpath, "rb");
     if (!f) die("%s: cannot open", inpath);
@@ -287,10 +318,12 @@ static int run(const char *inpath, const char *outpath) {
     passtt_config c = {.n_mels = iv[0], .dim = iv[1], .depth = iv[2], .heads = iv[3], .mlp = iv[4], .ph = iv[5],
                        .pw = iv[6], .sh = iv[7], .sw = iv[8], .grid_f = iv[9], .grid_t = iv[10], .embed = iv[11],
                        .ln_eps = 1e-6f};
-    int B = iv[12], S = iv[13], mode = iv[16], masks = iv[18];
+    int B = iv[12], S = iv[13], mode = iv[16], masks = iv[18] & 1;
     gemm_init(iv[17]);
     passtt *m = passtt_new(&c);
     m->s_patchout_t = iv[14], m->s_patchout_f = iv[15];
+    m->recompute = (iv[18] & 2) != 0;
+    if (masks && m->recompute) die("run: the masks of every block are not kept with recomputation");
     uint64_t *keys = NULL;
     const int *tk = NULL, *fk = NULL;
     if (mode == 1) {
@@ -331,6 +364,7 @@ static int run(const char *inpath, const char *outpath) {
     if (fclose(o)) die("%s: write failed", outpath);
     for (int i = 0; i < m->ntensors; i++) printf("tensor %s %zu\n", m->t[i].name, m->t[i].numel);
     printf("seconds %.6f %.6f\n", t1 - t0, t2 - t1);
+    printf("peak_rss_kb %ld\n", peak_rss_kb());
     free(keys), free(mel), free(v), free(e);
     passtt_free(m);
     return 0;

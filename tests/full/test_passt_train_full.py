@@ -9,7 +9,8 @@ reference), dropout off (SALSA's rates are 0), loss = sum_b e_b . v_b:
 the embeddings (1e-5 relative to the largest), the loss (1e-6 of sum |e v|)
 and every parameter gradient (relative L2 1e-4) against PyTorch float32,
 the figures against float64 too; the step's time and the driver's peak RSS
-beside PyTorch's float32 step on the same threads."""
+beside PyTorch's float32 step on the same threads; with recomputation
+(passtt.recompute) the same bits, its time and peak RSS."""
 import os
 import sys
 import tempfile
@@ -100,4 +101,10 @@ note("step (%d segments of 284 tokens, %d threads): C forward %.2f s + backward 
      "with its I/O), peak RSS %.0f MB (parameters and gradients %.0f MB); PyTorch float32 forward + backward %.2f s, "
      "float64 %.1f s" % (B, THREADS, c.fwd_s, c.bwd_s, c.fwd_s + c.bwd_s, c.seconds, c.maxrss_kb / 1024,
                          8 * allc.size / 1e6, t32, t64))
+cr = D.run(DRIVER, tmp, cfg, p32, names, mel.numpy(), v.numpy(), st=15, sf=2, keys=[2024, 2025], threads=THREADS,
+          recompute=True)
+check("recompute (only the blocks' inputs kept): embeddings and every gradient the same bits",
+      np.array_equal(c.e, cr.e) and all(np.array_equal(c.grads[n], cr.grads[n]) for n in names))
+note("recompute: C forward %.2f s + backward %.2f s = %.2f s, peak RSS %.0f MB"
+     % (cr.fwd_s, cr.bwd_s, cr.fwd_s + cr.bwd_s, cr.maxrss_kb / 1024))
 done()

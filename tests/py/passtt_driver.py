@@ -18,14 +18,14 @@ class Step:
 
 
 def run(driver, tmp, cfg, params, names, mel, v, st=0, sf=0, keys=None, keep=None, rates=(0.0, 0.0, 0.0),
-        threads=1, masks=False):
+        threads=1, masks=False, recompute=False):
     """one C step on mel [B, S, M], loss = sum e . v; keys: item keys (patchout, dropout); keep: (tkeep, fkeep)"""
     Bn, S = mel.shape[0], mel.shape[1]
     ph, pw = cfg.patch
     sh, sw = cfg.stride
     mode = 1 if keys is not None else 2 if keep is not None else 0
     iv = [cfg.n_mels, cfg.dim, cfg.depth, cfg.heads, cfg.mlp, ph, pw, sh, sw, cfg.grid[0], cfg.grid[1], cfg.embed, Bn,
-          S, st, sf, mode, threads, int(masks)]
+          S, st, sf, mode, threads, int(masks) | 2 * int(recompute)]
     if mode == 1:
         for k in keys:
             iv += [k & 0xffffffff, k >> 32]
@@ -40,17 +40,14 @@ def run(driver, tmp, cfg, params, names, mel, v, st=0, sf=0, keys=None, keep=Non
             f.write(np.asarray(params[n], dtype="<f4").tobytes())
         f.write(np.asarray(mel, dtype="<f4").tobytes() + np.asarray(v, dtype="<f4").tobytes())
     t0 = time.time()
-    sop, sep = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-    with open(sop, "w") as fo, open(sep, "w") as fe:
-        p = subprocess.Popen([driver, "run", inp, out], stdout=fo, stderr=fe)
-        _, status, ru = os.wait4(p.pid, 0)  # its own peak RSS
-        p.returncode = os.waitstatus_to_exitcode(status)
+    p = subprocess.run([driver, "run", inp, out], capture_output=True, text=True)
     r = Step()
     r.seconds = time.time() - t0
-    r.maxrss_kb = ru.ru_maxrss
-    so, se = open(sop).read(), open(sep).read()
+    so = p.stdout
     if p.returncode:
-        raise RuntimeError(se)
+        raise RuntimeError(p.stderr)
+    # the driver's own VmHWM: a child's ru_maxrss would count the forked Python before exec
+    r.maxrss_kb = int([l for l in so.splitlines() if l.startswith("peak_rss_kb ")][0].split()[1])
     os.remove(inp)
     table = [l.split() for l in so.splitlines() if l.startswith("tensor ")]
     b = open(out, "rb").read()

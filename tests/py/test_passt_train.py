@@ -15,7 +15,8 @@ embedding 20, 3 segments. Loss = sum_b e_b . v_b (v fixed, random).
   3. passt.py's own patchout (model.train(), one torch.randperm for the batch)
      given to C as every item's kept patches: the same parity;
   4. patchout, dropout 0.1, attention dropout 0.1 and drop_path 0.5 (block 1 of 2: 0.5) on, C's
-     masks given to the reference: the same parity; 2 threads the same bits;
+     masks given to the reference: the same parity; 2 threads, and recomputed
+     activations, the same bits;
   5. the masks of 256 keyed segments: columns and rows dropped uniformly
      (chi-square), every site's dropout at its rate (4 sigma);
   6. passtt_load on a SALSA model file (scripts/convert.py salsa of
@@ -161,6 +162,9 @@ check("dropout on: entries dropped at every site (pos, attention %s); drop_path 
       % (dropped, dpb[1]), min(dropped) > 0 and min(min(r) for r in dpb[1]) == 0)
 parity("patchout, dropout 0.1, attention dropout 0.1, drop_path 0.5 (C's masks)", c,
        ref_run(torch.float32, mel, v, po, mk, rates), ref_run(torch.float64, mel, v, po, mk, rates))
+cr = c_run(mel, v, st=2, sf=1, keys=keys, rates=rates, recompute=True)
+check("everything on, activations recomputed in the backward pass: the same bits",
+      np.array_equal(c[3], cr[3]) and c[4] == cr[4] and all(np.array_equal(c[5][n], cr[5][n]) for n in names))
 c2 = c_run(mel, v, st=2, sf=1, keys=keys, rates=rates, masks=True, threads=2)
 check("everything on: 2 threads give the same bits (embeddings, loss, gradients, kept patches, masks)",
       np.array_equal(c[3], c2[3]) and c[4] == c2[4] and all(np.array_equal(c[5][n], c2[5][n]) for n in names)
