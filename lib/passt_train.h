@@ -31,8 +31,10 @@
  * Differences from the published code, on purpose: passt.py draws ONE
  * patchout (torch.randperm) for the whole batch; here item b's kept columns
  * and rows come from its key, so an item's result does not depend on the
- * batch it is in, the threads or an MPI split (give every item the same key
- * for passt.py's one draw per batch). When a segment has fewer than
+ * batch it is in, the threads or an MPI split (for passt.py's one draw per
+ * batch, draw once with passtt_patchout and pass it as every item's tkeep
+ * and fkeep; the same key for every item would also give every item the same
+ * dropout masks). When a segment has fewer than
  * s_patchout_t + 1 patch columns (or rows), at least one is kept (passt.py
  * would keep none and fail).
  *
