@@ -304,6 +304,9 @@ void passtt_forward(passtt *m, float *e, const float *mel, int B, int S, const u
     if (Fp != c->grid_f || Tp > c->grid_t)
         die("passtt_forward: a %d x %d grid does not fit the positional embeddings (%d x %d)", Fp, Tp, c->grid_f,
             c->grid_t);
+    if (!(m->drop_rate >= 0 && m->drop_rate < 1 && m->attn_drop_rate >= 0 && m->attn_drop_rate < 1 &&
+          m->drop_path_rate >= 0 && m->drop_path_rate < 1))
+        die("passtt_forward: dropout rates must lie in [0, 1)");
     int po = (keys || tkeep_in) && (m->s_patchout_t > 0 || m->s_patchout_f > 0);
     int st = po ? m->s_patchout_t : 0, sf = po ? m->s_patchout_f : 0;
     if (st > Tp - 1) st = Tp - 1;
