@@ -1,5 +1,6 @@
-/* clap-train - contrastive training of the CNN14-BERT CLAP (SALSA stages 1
- * and 2); the work is in lib/clap_train.c. */
+/* clap-train - contrastive training of a CLAP: WavCaps' CNN14-BERT or
+ * SALSA's PaSST-RoBERTa (SALSA stages 1 and 2); the work is in
+ * lib/clap_train.c. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -13,10 +14,11 @@ static const char usage[] =
     "Usage: clap-train --init MODEL --mel MEL.mp --captions CAPTIONS -o OUT [OPTIONS]\n"
     "       clap-train --new --vocab VOCAB.txt [SIZES] --mel ... -o OUT [OPTIONS]\n"
     "       clap-train --new --vocab VOCAB.txt [SIZES] --save-init NEW\n"
-    "Train the audio-text model MODEL (a CLAP file clap-audio and clap-text read),\n"
-    "or a new CNN14-BERT one, contrastively, as SALSA does, and write the trained\n"
-    "model to OUT.\n"
-    "MEL.mp: a wav2mel stream keyed by audio; CAPTIONS: a Clotho/AudioCaps CSV\n"
+    "Train the audio-text model MODEL (a CLAP file clap-audio and clap-text read:\n"
+    "CNN14-BERT or SALSA's PaSST-RoBERTa, as the file says), or a new CNN14-BERT\n"
+    "one, contrastively, as SALSA does, and write the trained model to OUT.\n"
+    "MEL.mp: a wav2mel stream keyed by audio (PaSST-RoBERTa: wav2mel --frontend\n"
+    "passt, each clip's kept 10-s segments); CAPTIONS: a Clotho/AudioCaps CSV\n"
     "(name ending in .csv, or --csv) or AUDIOKEY<TAB>CAPTION lines. An item is\n"
     "one (audio, caption) pair; items with the same audio are positives.\n"
     "\n"
@@ -62,7 +64,7 @@ static const char usage[] =
     "      --seed S             shuffling and dropout (409194)\n"
     "      --no-shuffle         items in file order\n"
     "      --no-augment         no random training-time behaviour (dropout, crop,\n"
-    "                           SpecAugment)\n"
+    "                           SpecAugment; patchout, stochastic depth)\n"
     "      --frames N           frames per clip: a random window of a longer clip,\n"
     "                           a shorter one padded with -100 dB (default: longest)\n"
     "      --teacher A.mp,T.mp  stage 2: one teacher's audio and caption embeddings\n"
@@ -78,6 +80,23 @@ static const char usage[] =
     "      --checkpoint FILE    a checkpoint (model, AdamW moments, position) after\n"
     "                           every epoch (on SIGINT/SIGTERM: OUT.ckpt without it)\n"
     "      --resume FILE        continue from a checkpoint, bit for bit (no --init)\n"
+    "PaSST-RoBERTa (SALSA's published values by default):\n"
+    "      --patchout-t N, --patchout-f N\n"
+    "                           structured patchout: time columns and frequency rows\n"
+    "                           of patches dropped a segment (15, 2)\n"
+    "      --drop-rate X, --attn-drop-rate X, --drop-path-rate X\n"
+    "                           PaSST's dropout, attention dropout, stochastic\n"
+    "                           depth (0, 0, 0: passt.py's defaults, as SALSA runs it)\n"
+    "      --text-dropout X, --text-attn-dropout X\n"
+    "                           the text tower's hidden and attention dropout\n"
+    "                           (RoBERTa 0.2, 0.2 as SALSA sets them; BERT 0.1, 0.1)\n"
+    "      --micro-bs N         run each batch in micro-batches of N items (the\n"
+    "                           gradient cache: the loss and gradients of the whole\n"
+    "                           batch, the memory of N items)\n"
+    "      --recompute          keep only each PaSST block's input and recompute the\n"
+    "                           block in the backward pass (the same bits, less memory)\n"
+    "      --save-grads FILE    the first step's gradients (both towers, summed over\n"
+    "                           the ranks) as a safetensors file (for tests)\n"
     "  -j, --threads N          threads for the matrix products (default: all cores)\n"
     "  -v, --verbose            a line per step\n"
     "  -q, --quiet              no summary\n"
@@ -96,7 +115,8 @@ static const char usage[] =
 enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP, O_LRTP, O_MINLR, O_WARM, O_R0, O_R1,
        O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
        O_LOG, O_CKPT, O_RESUME, O_VAL, O_NEW, O_VOCAB, O_SAVEINIT, O_INITSEED, O_ACH, O_ABL, O_AW, O_NMELS, O_EMBED,
-       O_TL, O_TW, O_TH, O_TF, O_TP, O_TML };
+       O_TL, O_TW, O_TH, O_TF, O_TP, O_TML, O_MICRO, O_RECOMP, O_POT, O_POF, O_DROP, O_ADROP, O_DPATH, O_TDROP,
+       O_TADROP, O_SAVEGRADS };
 
 /* C1,C2,...: the ConvBlock widths */
 static int parse_channels(const char *s, int *ch) {
@@ -152,6 +172,11 @@ int main(int argc, char **argv) {
         {"text-width", required_argument, 0, O_TW}, {"text-heads", required_argument, 0, O_TH},
         {"text-ffn", required_argument, 0, O_TF},  {"text-max-pos", required_argument, 0, O_TP},
         {"text-max-len", required_argument, 0, O_TML},
+        {"micro-bs", required_argument, 0, O_MICRO}, {"recompute", no_argument, 0, O_RECOMP},
+        {"patchout-t", required_argument, 0, O_POT}, {"patchout-f", required_argument, 0, O_POF},
+        {"drop-rate", required_argument, 0, O_DROP}, {"attn-drop-rate", required_argument, 0, O_ADROP},
+        {"drop-path-rate", required_argument, 0, O_DPATH}, {"text-dropout", required_argument, 0, O_TDROP},
+        {"text-attn-dropout", required_argument, 0, O_TADROP}, {"save-grads", required_argument, 0, O_SAVEGRADS},
         {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     clap_train_opts o;
@@ -214,6 +239,16 @@ int main(int argc, char **argv) {
         case O_TF: z->intermediate = (int)parse_long("--text-ffn", optarg, 1, 1 << 20), sized = 1; break;
         case O_TP: z->positions = (int)parse_long("--text-max-pos", optarg, 3, 1 << 16), sized = 1; break;
         case O_TML: z->max_len = (int)parse_long("--text-max-len", optarg, 3, 1 << 16), sized = 1; break;
+        case O_MICRO: o.micro_bs = (int)parse_long("--micro-bs", optarg, 1, 1 << 16); break;
+        case O_RECOMP: o.recompute = 1; break;
+        case O_SAVEGRADS: o.save_grads = optarg; break;
+        case O_POT: o.patchout_t = (int)parse_long("--patchout-t", optarg, 0, 1 << 16); break;
+        case O_POF: o.patchout_f = (int)parse_long("--patchout-f", optarg, 0, 1 << 16); break;
+        case O_DROP: o.drop_rate = parse_double("--drop-rate", optarg, 0, 0.999); break;
+        case O_ADROP: o.attn_drop_rate = parse_double("--attn-drop-rate", optarg, 0, 0.999); break;
+        case O_DPATH: o.drop_path_rate = parse_double("--drop-path-rate", optarg, 0, 0.999); break;
+        case O_TDROP: o.text_dropout = parse_double("--text-dropout", optarg, 0, 0.999); break;
+        case O_TADROP: o.text_attn_dropout = parse_double("--text-attn-dropout", optarg, 0, 0.999); break;
         case 'j': o.threads = (int)parse_long("--threads", optarg, 1, 256); break;
         case 'v': tool_verbose++; break;
         case 'q': tool_quiet = 1; break;

@@ -17,6 +17,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "bert_train.h"
+#include "bpe.h"
 #include "captions.h"
 #include "cnn14_train.h"
 #include "contrastive.h"
@@ -32,7 +34,11 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "metrics.h"
+#include "passt.h"
+#include "passt_mel.h"
+#include "passt_train.h"
 #include "safetensors.h"
+#include "salsa_text.h"
 #include "stream.h"
 #include "train.h"
 #include "util.h"
@@ -47,11 +53,14 @@ void clap_train_defaults(clap_train_opts *o) {
     o->loss_weight = 1, o->distill_weight = 0, o->quirk = 1;
     clap_sizes_default(&o->sizes);
     o->init_seed = -1;
+    o->patchout_t = 15, o->patchout_f = 2; /* ex_dcase24.py: s_patchout_t 15, s_patchout_f 2 */
+    o->text_dropout = o->text_attn_dropout = -1;
 }
 
 typedef struct {
     char *key;
     int T;
+    int nseg;   /* PaSST: the kept 10-s segments, T = nseg * S */
     float *mel; /* [T, M] */
 } clip;
 
@@ -75,16 +84,169 @@ static int ends_with_csv(const char *p) {
            tolower((unsigned char)p[n - 2]) == 's' && tolower((unsigned char)p[n - 1]) == 'v';
 }
 
-/* every mel record of the stream, whole */
-static clip *read_mels(const char *path, int M, int *n) {
+/* The audio tower: WavCaps' CNN14 or SALSA's PaSST-S (clap.audio.arch).
+ * PaSST runs on every kept 10-s segment of the batch's clips as one batch of
+ * segments; a clip's embedding is the mean of its segments' (forward_audio's
+ * masked mean of the features; the projection is affine, so the mean of the
+ * projected segments is the same thing), and the backward pass hands each
+ * segment de / k. */
+typedef struct {
+    cnn14t *cnn;
+    passtt *pt;
+    int embed, n_mels;
+    size_t nparams, head; /* head: the projection's offset (the audio groups' split) */
+    float *params, *grads;
+    int S, nseg, hop, sr; /* PaSST: frames a segment, segments to the fixed length */
+    long seg_samples;
+    /* PaSST's batch of segments */
+    float *segmel, *eseg, *deseg;
+    uint64_t *skeys;
+    int *ns; /* the batch's clips' segment counts */
+    int nb, bs; /* the last forward pass: clips, segments */
+    size_t capseg;
+    int capclips;
+} atower;
+
+static void at_load(atower *A, const char *src) {
+    char err[700];
+    memset(A, 0, sizeof *A);
+    st_file *f = st_open(src, err, sizeof err);
+    if (!f) die("%s", err);
+    int passt = passt_is_passt_file(f);
+    st_close(f);
+    if (passt) {
+        passt_model *pm = passt_load(src, err, sizeof err);
+        if (!pm) die("%s", err);
+        A->S = pm->cfg.seg_frames, A->nseg = pm->cfg.nseg, A->seg_samples = pm->cfg.seg_samples;
+        A->hop = pm->cfg.hop, A->sr = pm->cfg.sr;
+        passt_free(pm);
+        if (!(A->pt = passtt_load(src, err, sizeof err))) die("%s", err);
+        A->embed = A->pt->c.embed, A->n_mels = A->pt->c.n_mels;
+        A->nparams = A->pt->nparams, A->params = A->pt->params, A->grads = A->pt->grads;
+        A->head = A->pt->t[passtt_find(A->pt, "project_audio.0.weight")].off;
+    } else {
+        if (!(A->cnn = cnn14t_load(src, err, sizeof err))) die("%s", err);
+        A->embed = A->cnn->embed, A->n_mels = A->cnn->n_mels;
+        A->nparams = A->cnn->nparams, A->params = A->cnn->params, A->grads = A->cnn->grads;
+        A->head = A->cnn->t[cnn14t_find(A->cnn, "audio_proj.0.weight")].off;
+    }
+}
+
+static void at_free(atower *A) {
+    if (A->cnn) cnn14t_free(A->cnn);
+    if (A->pt) passtt_free(A->pt);
+    free(A->segmel), free(A->eseg), free(A->deseg), free(A->skeys), free(A->ns);
+}
+
+/* PaSST: e[n, E] = each clip's mean over its kept segments; keys NULL: no
+ * patchout or dropout (eval), else keys[j] keys clip j's segments' draws */
+static void passt_clips_forward(atower *A, float *e, const clip *const *cl, int n, const uint64_t *keys) {
+    int M = A->n_mels, S = A->S, E = A->embed, Bs = 0;
+    for (int j = 0; j < n; j++) Bs += cl[j]->nseg;
+    if ((size_t)Bs > A->capseg) {
+        A->capseg = (size_t)Bs;
+        A->segmel = xrealloc(A->segmel, A->capseg * S * M * sizeof(float));
+        A->eseg = xrealloc(A->eseg, A->capseg * E * sizeof(float));
+        A->deseg = xrealloc(A->deseg, A->capseg * E * sizeof(float));
+        A->skeys = xrealloc(A->skeys, A->capseg * sizeof(uint64_t));
+    }
+    if (n > A->capclips) A->capclips = n, A->ns = xrealloc(A->ns, (size_t)n * sizeof(int));
+    int b = 0;
+    for (int j = 0; j < n; j++) {
+        /* a clip's kept segments lie one after the other in its mel, [k * S, M] */
+        memcpy(A->segmel + (size_t)b * S * M, cl[j]->mel, (size_t)cl[j]->nseg * S * M * sizeof(float));
+        for (int k = 0; k < cl[j]->nseg; k++) A->skeys[b + k] = keys ? mix(keys[j] ^ mix(0x736567ULL + (uint64_t)k)) : 0;
+        A->ns[j] = cl[j]->nseg, b += cl[j]->nseg;
+    }
+    A->nb = n, A->bs = Bs;
+    passtt_forward(A->pt, A->eseg, A->segmel, Bs, S, keys ? A->skeys : NULL, NULL, NULL);
+    b = 0;
+    for (int j = 0; j < n; j++) {
+        float *ej = e + (size_t)j * E;
+        for (int i = 0; i < E; i++) {
+            float acc = 0;
+            for (int k = 0; k < A->ns[j]; k++) acc += A->eseg[(size_t)(b + k) * E + i];
+            ej[i] = acc / (float)A->ns[j];
+        }
+        b += A->ns[j];
+    }
+}
+
+/* grads += d loss / d params given de[n, E] of the last passt_clips_forward */
+static void passt_clips_backward(atower *A, const float *de) {
+    int E = A->embed, b = 0;
+    for (int j = 0; j < A->nb; j++) {
+        for (int k = 0; k < A->ns[j]; k++)
+            for (int i = 0; i < E; i++) A->deseg[(size_t)(b + k) * E + i] = de[(size_t)j * E + i] / (float)A->ns[j];
+        b += A->ns[j];
+    }
+    passtt_backward(A->pt, A->deseg);
+}
+
+/* the first header's params.frontend ("wavcaps" when absent), as clap-audio reads it */
+static char stream_frontend[64];
+static void on_meta(void *ctx, char kind, const char *raw, size_t len) {
+    int *seen = ctx;
+    if (kind != 'h' || *seen) return;
+    *seen = 1;
+    strcpy(stream_frontend, "wavcaps");
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    if (msgpack_unpack_next(&up, raw, len, &off) == MSGPACK_UNPACK_SUCCESS && up.data.type == MSGPACK_OBJECT_MAP) {
+        const msgpack_object_map *h = &up.data.via.map;
+        for (uint32_t i = 0; i < h->size; i++) {
+            const msgpack_object *k = &h->ptr[i].key, *v = &h->ptr[i].val;
+            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 6 || memcmp(k->via.str.ptr, "params", 6) ||
+                v->type != MSGPACK_OBJECT_MAP)
+                continue;
+            for (uint32_t j = 0; j < v->via.map.size; j++) {
+                const msgpack_object *pk = &v->via.map.ptr[j].key, *pv = &v->via.map.ptr[j].val;
+                if (pk->type == MSGPACK_OBJECT_STR && pk->via.str.size == 8 && !memcmp(pk->via.str.ptr, "frontend", 8)) {
+                    if (pv->type == MSGPACK_OBJECT_STR && pv->via.str.size < sizeof stream_frontend) {
+                        memcpy(stream_frontend, pv->via.str.ptr, pv->via.str.size);
+                        stream_frontend[pv->via.str.size] = 0;
+                    } else strcpy(stream_frontend, "(not a string)");
+                }
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&up);
+}
+
+/* PaSST: the stream must be wav2mel --frontend passt's segment cut of the model's sizes */
+static void check_passt_stream(const ws_reader *r, const char *path, const atower *A) {
+    if (strcmp(stream_frontend, "passt"))
+        die("%s: the mel stream's front end is %s, the model takes passt (make it with wav2mel --frontend passt)", path,
+            stream_frontend);
+    double seg = 0, k = -1, hop = -1, sr = -1;
+    if (ws_reader_param(r, "segment_samples", &seg) || seg <= 0)
+        die("%s: a whole-clip PaSST mel: training takes SALSA's 10-s waveform pieces (wav2mel --frontend passt "
+            "without --whole-clip)", path);
+    ws_reader_param(r, "segments", &k);
+    if (seg != (double)A->seg_samples || k != A->nseg)
+        die("%s: the mel stream's pieces are %g samples, %g to the fixed length; the model's are %ld, %d (make it "
+            "with wav2mel --frontend passt --segment-samples %ld --segments %d)", path, seg, k, A->seg_samples,
+            A->nseg, A->seg_samples, A->nseg);
+    if (!ws_reader_param(r, "hop", &hop) && hop != A->hop)
+        die("%s: the mel stream's hop is %g samples, the model's %d (wav2mel --hop %d)", path, hop, A->hop, A->hop);
+    if (A->sr && !ws_reader_param(r, "sr", &sr) && sr != A->sr)
+        die("%s: the mel stream's rate is %g Hz, the model's %d (wav2mel --sr %d)", path, sr, A->sr, A->sr);
+}
+
+/* every mel record of the stream, whole (PaSST: its kept segments) */
+static clip *read_mels(const char *path, int M, int *n, const atower *A) {
     ws_reader *r = ws_reader_open_path(path);
     if (!r) die("cannot open %s: %m", path);
+    int seen = 0;
+    if (A->pt) ws_reader_on_meta(r, on_meta, &seen);
     clip *c = NULL;
     int cap = 0, k;
     ws_record rec;
     char eb[400];
     while ((k = ws_reader_next(r, &rec)) == WS_RECORD) {
         if (rec.err[0]) die("%s: %s: %s", path, ws_record_name(&rec, eb, sizeof eb), rec.err);
+        if (A->pt && !*n) check_passt_stream(r, path, A);
         const ws_tensor *t = ws_record_tensor(&rec, "mel", DT_F32, 2, eb, sizeof eb);
         if (!t) die("%s: key '%s': %s", path, rec.key, eb);
         if (t->shape[1] != M) die("%s: key '%s': %lld mel bands, the model takes %d", path, rec.key, (long long)t->shape[1], M);
@@ -95,8 +257,21 @@ static clip *read_mels(const char *path, int M, int *n) {
         if (*n == cap) cap = cap ? 2 * cap : 256, c = xrealloc(c, (size_t)cap * sizeof *c);
         c[*n].key = xstrdup(rec.key);
         c[*n].T = (int)t->shape[0];
-        c[*n].mel = xmalloc(t->numel * sizeof(float));
-        memcpy(c[*n].mel, t->data, t->numel * sizeof(float));
+        c[*n].nseg = 0;
+        size_t numel = t->numel;
+        if (A->pt) {
+            /* forward_audio's mask: the segments the clip's true length keeps */
+            const ws_field *sf = ws_record_field(&rec, "samples");
+            long ns = sf && sf->kind == WF_INT ? (long)sf->i : 0;
+            if (ns <= 0) die("%s: key '%s': no \"samples\" (the clip's true length, which wav2mel records)", path, rec.key);
+            int kept = pmel_kept_segments(ns, A->seg_samples, A->nseg);
+            if (c[*n].T % A->S || c[*n].T / A->S < kept)
+                die("%s: key '%s': \"mel\" has %d frames; a clip of %ld samples needs its %d kept segment(s) of %d "
+                    "frames", path, rec.key, c[*n].T, ns, kept, A->S);
+            c[*n].nseg = kept, c[*n].T = kept * A->S, numel = (size_t)kept * A->S * M;
+        }
+        c[*n].mel = xmalloc(numel * sizeof(float));
+        memcpy(c[*n].mel, t->data, numel * sizeof(float));
         (*n)++;
         ws_record_free(&rec);
     }
@@ -112,10 +287,18 @@ static int find_clip(const clip *c, int n, const char *key) {
     return -1;
 }
 
+/* the model file's tokenizer: BERT's WordPiece, or SALSA's preprocessing and
+ * RoBERTa's BPE (salsa_text.h, as clap-text) */
+typedef struct {
+    wordpiece *wp;
+    bpe *bp;
+    int pre;
+} tokenizer;
+
 /* the items of a caption file, in file order; a caption whose audio is not
  * among clips, or that cannot be tokenized, is named and fatal */
 static item *read_items(const char *path, int csv, const clip *clips, int nclips, const char *melpath,
-                        const wordpiece *wp, int max_len, int *nitems) {
+                        const tokenizer *tk, int max_len, int *nitems) {
     FILE *cf = fopen(path, "rb");
     if (!cf) die("cannot open %s: %m", path);
     cap_reader *cr = cap_open(fileno(cf), path, csv || ends_with_csv(path) ? CAP_CSV : CAP_LINES, 1 << 20);
@@ -139,7 +322,10 @@ static item *read_items(const char *path, int csv, const clip *clips, int nclips
         }
         int trunc = 0;
         char e2[200];
-        int L = wp_encode(wp, c.text, c.len, max_len, ids, &trunc, e2, sizeof e2);
+        int L = tk->wp ? wp_encode(tk->wp, c.text, c.len, max_len, ids, &trunc, e2, sizeof e2)
+                       : salsa_caption_ids(tk->bp, tk->pre, c.text, c.len, max_len, ids, &trunc, e2, sizeof e2);
+        if (tk->bp && L == 2) /* <s> </s>: as clap-text, a caption of nothing is a data error */
+            snprintf(e2, sizeof e2, "empty caption (only white space or punctuation, which SALSA removes)"), L = 0;
         if (L <= 0) {
             warnx_("%s: line %ld (%s): %s", path, c.line, c.key, e2);
             bad++;
@@ -166,10 +352,18 @@ static item *read_items(const char *path, int csv, const clip *clips, int nclips
 /* validation: text-to-audio mAP@10 of the model in eval mode (each clip
  * alone at its own length, as clap-audio; captions without dropout), as
  * SALSA's on_validation_epoch_end: one query per caption, its audio relevant */
-static double validate(cnn14t *A, bertt *Tx, const clip *clips, int nclips, const item *it, int nit, double *r1) {
+static double validate(atower *A, bertt *Tx, const clip *clips, int nclips, const item *it, int nit, double *r1) {
     int E = A->embed, Bt = 32;
     float *au = xmalloc((size_t)nclips * E * sizeof(float)), *tx = xmalloc((size_t)nit * E * sizeof(float));
-    for (int i = 0; i < nclips; i++) cnn14t_forward_eval(A, au + (size_t)i * E, clips[i].mel, 1, clips[i].T);
+    if (A->cnn)
+        for (int i = 0; i < nclips; i++) cnn14t_forward_eval(A->cnn, au + (size_t)i * E, clips[i].mel, 1, clips[i].T);
+    else /* PaSST without keys: passt.py in eval mode; 8 clips (at most 24 segments) a pass */
+        for (int i = 0; i < nclips; i += 8) {
+            const clip *cl[8];
+            int n = nclips - i < 8 ? nclips - i : 8;
+            for (int j = 0; j < n; j++) cl[j] = &clips[i + j];
+            passt_clips_forward(A, au + (size_t)i * E, cl, n, NULL);
+        }
     int32_t *ids = xmalloc((size_t)Bt * Tx->c.max_len * sizeof(int32_t));
     int len[32], *ta = xmalloc((size_t)nit * sizeof(int));
     for (int i = 0; i < nit; i += Bt) {
@@ -237,14 +431,38 @@ typedef struct {
     int epoch, batch; /* the next batch to run */
 } position;
 
+/* the audio tower's tensor i, whichever the tower */
+typedef struct {
+    const char *name;
+    int ndim;
+    const int64_t *shape;
+    size_t off, numel;
+    int buffer; /* a running statistic (CNN14's BatchNorm): in the buffer block, no moments */
+} atensor;
+static int at_ntensors(const atower *A) { return A->cnn ? A->cnn->ntensors : A->pt->ntensors; }
+static atensor at_t(const atower *A, int i) {
+    atensor r;
+    if (A->cnn) {
+        const cnn14t_tensor *t = &A->cnn->t[i];
+        r = (atensor){t->name, t->ndim, t->shape, t->off, t->numel, t->buffer};
+    } else {
+        const passtt_tensor *t = &A->pt->t[i];
+        r = (atensor){t->name, t->ndim, t->shape, t->off, t->numel, 0};
+    }
+    return r;
+}
+static int at_find(const atower *A, const char *name) {
+    return A->cnn ? cnn14t_find(A->cnn, name) : passtt_find(A->pt, name);
+}
+
 /* the trained model file: every tensor of the input file, the trained ones
  * replaced; with moments (a checkpoint), AdamW's state and the position too */
-static void write_model(const char *out, const char *init, const char *init_name, cnn14t *A, bertt *Tx,
+static void write_model(const char *out, const char *init, const char *init_name, atower *A, bertt *Tx,
                         const clap_train_opts *o, long steps, float *const mom[4], const position *pos, int nitems) {
     char err[700];
     st_file *f = st_open(init, err, sizeof err);
     if (!f) die("%s", err);
-    int n = st_count(f), nx = mom ? 2 * (A->ntensors + Tx->ntensors) : 0;
+    int n = st_count(f), nx = mom ? 2 * (at_ntensors(A) + Tx->ntensors) : 0;
     ckpt_tensor *ct = xcalloc((size_t)(n + nx), sizeof *ct);
     int nt = 0;
     for (int i = 0; i < n; i++) {
@@ -256,8 +474,8 @@ static void write_model(const char *out, const char *init, const char *init_name
         ckpt_tensor *c = &ct[nt++];
         c->name = name, c->dtype = t.dtype, c->ndim = t.ndim, c->data = t.data;
         for (int d = 0; d < t.ndim; d++) c->shape[d] = t.shape[d];
-        int k = cnn14t_find(A, name);
-        if (k >= 0) c->data = (A->t[k].buffer ? A->buffers : A->params) + A->t[k].off;
+        int k = at_find(A, name);
+        if (k >= 0) c->data = (at_t(A, k).buffer ? A->cnn->buffers : A->params) + at_t(A, k).off;
         else if ((k = bertt_find(Tx, name)) >= 0) c->data = Tx->params + Tx->t[k].off;
     }
     char **names = NULL;
@@ -265,12 +483,12 @@ static void write_model(const char *out, const char *init, const char *init_name
     if (mom) {
         names = xcalloc((size_t)nx, sizeof *names);
         for (int side = 0; side < 2; side++) {
-            int cnt = side ? Tx->ntensors : A->ntensors;
+            int cnt = side ? Tx->ntensors : at_ntensors(A);
             for (int i = 0; i < cnt; i++) {
-                const char *nm = side ? Tx->t[i].name : A->t[i].name;
-                size_t off = side ? Tx->t[i].off : A->t[i].off;
-                int ndim = side ? Tx->t[i].ndim : A->t[i].ndim;
-                if (!side && A->t[i].buffer) continue;
+                const char *nm = side ? Tx->t[i].name : at_t(A, i).name;
+                size_t off = side ? Tx->t[i].off : at_t(A, i).off;
+                int ndim = side ? Tx->t[i].ndim : at_t(A, i).ndim;
+                if (!side && at_t(A, i).buffer) continue;
                 for (int j = 0; j < 2; j++) {
                     size_t len = strlen(nm) + 20;
                     char *full = xmalloc(len);
@@ -278,7 +496,7 @@ static void write_model(const char *out, const char *init, const char *init_name
                     names[nn++] = full;
                     ckpt_tensor *c = &ct[nt++];
                     c->name = full, c->dtype = ST_F32, c->ndim = ndim;
-                    for (int d = 0; d < ndim; d++) c->shape[d] = side ? Tx->t[i].shape[d] : A->t[i].shape[d];
+                    for (int d = 0; d < ndim; d++) c->shape[d] = side ? Tx->t[i].shape[d] : at_t(A, i).shape[d];
                     c->data = mom[2 * side + j] + off;
                 }
             }
@@ -313,6 +531,25 @@ static void write_model(const char *out, const char *init, const char *init_name
     st_close(f);
 }
 
+/* the summed gradients of the step just run, every parameter of both towers
+ * under its published name (--save-grads: tests compare them with PyTorch) */
+static void write_grads(const char *out, const atower *A, const bertt *Tx) {
+    int na = at_ntensors(A), n = 0;
+    ckpt_tensor *ct = xcalloc((size_t)(na + Tx->ntensors), sizeof *ct);
+    for (int i = 0; i < na + Tx->ntensors; i++) {
+        int side = i >= na, j = side ? i - na : i;
+        if (!side && at_t(A, j).buffer) continue;
+        ckpt_tensor *c = &ct[n++];
+        c->name = side ? Tx->t[j].name : at_t(A, j).name;
+        c->dtype = ST_F32, c->ndim = side ? Tx->t[j].ndim : at_t(A, j).ndim;
+        for (int d = 0; d < c->ndim; d++) c->shape[d] = side ? Tx->t[j].shape[d] : at_t(A, j).shape[d];
+        c->data = side ? Tx->grads + Tx->t[j].off : A->grads + at_t(A, j).off;
+    }
+    char err[700];
+    if (ckpt_write(out, ct, n, NULL, 0, err, sizeof err)) die("%s: %s", out, err);
+    free(ct);
+}
+
 static long meta_long(st_file *f, const char *path, const char *key) {
     long v;
     if (st_meta_int(f, key, &v)) die("%s: no integer %s in __metadata__: not a clap-train checkpoint", path, key);
@@ -320,7 +557,7 @@ static long meta_long(st_file *f, const char *path, const char *key) {
 }
 
 /* AdamW's moments and the position from a checkpoint */
-static void read_state(const char *path, cnn14t *A, bertt *Tx, float *const mom[4], position *pos, const clap_train_opts *o,
+static void read_state(const char *path, atower *A, bertt *Tx, float *const mom[4], position *pos, const clap_train_opts *o,
                        int nitems) {
     char err[700];
     st_file *f = st_open(path, err, sizeof err);
@@ -334,18 +571,18 @@ static void read_state(const char *path, cnn14t *A, bertt *Tx, float *const mom[
             meta_long(f, path, "clap.train.seed"), meta_long(f, path, "clap.train.bs"),
             meta_long(f, path, "clap.train.items"), o->seed, o->bs, nitems);
     for (int side = 0; side < 2; side++) {
-        int cnt = side ? Tx->ntensors : A->ntensors;
+        int cnt = side ? Tx->ntensors : at_ntensors(A);
         for (int i = 0; i < cnt; i++) {
-            if (!side && A->t[i].buffer) continue;
-            const char *nm = side ? Tx->t[i].name : A->t[i].name;
+            if (!side && at_t(A, i).buffer) continue;
+            const char *nm = side ? Tx->t[i].name : at_t(A, i).name;
             for (int j = 0; j < 2; j++) {
                 char full[300];
                 snprintf(full, sizeof full, "train.%s.%s", j ? "exp_avg_sq" : "exp_avg", nm);
                 st_tensor t;
                 if (st_get(f, full, &t, err, sizeof err) || t.dtype != ST_F32 ||
-                    t.numel != (side ? Tx->t[i].numel : A->t[i].numel))
+                    t.numel != (side ? Tx->t[i].numel : at_t(A, i).numel))
                     die("%s: tensor '%s' missing or of the wrong size", path, full);
-                memcpy(mom[2 * side + j] + (side ? Tx->t[i].off : A->t[i].off), t.data, t.nbytes);
+                memcpy(mom[2 * side + j] + (side ? Tx->t[i].off : at_t(A, i).off), t.data, t.nbytes);
             }
         }
     }
@@ -383,37 +620,60 @@ int clap_train_run(const clap_train_opts *o) {
         if (!o->mel) return EXIT_OK; /* --save-init alone */
     }
     gemm_init(o->threads);
-    cnn14t *A = cnn14t_load(src, err, sizeof err);
-    if (!A) die("%s", err);
+    atower Aw, *A = &Aw;
+    at_load(A, src);
+    cnn14t *Ac = A->cnn; /* NULL for SALSA's PaSST-RoBERTa */
     bertt *Tx = bertt_load(src, err, sizeof err);
     if (!Tx) die("%s", err);
     if (A->embed != Tx->c.embed) die("%s: audio and text embeddings differ in width (%d, %d)", src, A->embed, Tx->c.embed);
-    if (!o->augment) A->dropout = 0, A->specaug = 0, Tx->hidden_dropout = Tx->attn_dropout = 0;
+    if (Ac && o->micro_bs)
+        die("--micro-bs: CNN14's BatchNorm takes its statistics over the whole batch, so micro-batches would change "
+            "the model (a PaSST-RoBERTa option)");
+    if (!Ac && o->frames) die("--frames: PaSST takes the stream's 10-s segments whole (a CNN14-BERT option)");
+    if (o->text_dropout >= 0) Tx->hidden_dropout = (float)o->text_dropout;
+    if (o->text_attn_dropout >= 0) Tx->attn_dropout = (float)o->text_attn_dropout;
+    if (A->pt) {
+        passtt *P = A->pt;
+        P->s_patchout_t = o->patchout_t, P->s_patchout_f = o->patchout_f;
+        P->drop_rate = (float)o->drop_rate, P->attn_drop_rate = (float)o->attn_drop_rate;
+        P->drop_path_rate = (float)o->drop_path_rate, P->recompute = o->recompute;
+        if (!o->augment) P->s_patchout_t = P->s_patchout_f = 0, P->drop_rate = P->attn_drop_rate = P->drop_path_rate = 0;
+    }
+    if (!o->augment) {
+        if (Ac) Ac->dropout = 0, Ac->specaug = 0;
+        Tx->hidden_dropout = Tx->attn_dropout = 0;
+    }
     int E = A->embed, M = A->n_mels;
     int R = dist_size(), me = dist_rank(), lead = me == 0;
     if (o->bs % R) die("--bs %d does not split over %d ranks: give a multiple of %d", o->bs, R, R);
-    if (R > 1) batchnorm_set_reduce(dist_sum_d); /* the whole batch's statistics on every rank */
+    if (R > 1 && Ac) batchnorm_set_reduce(dist_sum_d); /* the whole batch's statistics on every rank */
 
     /* the tokenizer the model file carries */
     st_file *f = st_open(src, err, sizeof err);
-    st_tensor vt;
-    if (!f || !st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
-        st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
-        die("%s", err);
-    wordpiece *wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
-    if (!wp) die("%s: tensor 'tokenizer.vocab': %s", src, err);
+    if (!f) die("%s", err);
+    tokenizer tk = {0};
+    if (Tx->c.arch == BERT_ARCH_ROBERTA) {
+        if (!(tk.bp = salsa_tokenizer_load(f, &Tx->c, &tk.pre, err, sizeof err))) die("%s", err);
+    } else {
+        st_tensor vt;
+        if (!st_get_as(f, "tokenizer.vocab", ST_U8, 1, NULL, err, sizeof err) ||
+            st_get(f, "tokenizer.vocab", &vt, err, sizeof err))
+            die("%s", err);
+        tk.wp = wp_load(vt.data, vt.nbytes, err, sizeof err);
+        if (!tk.wp) die("%s: tensor 'tokenizer.vocab': %s", src, err);
+    }
     st_close(f);
 
     int nclips = 0;
-    clip *clips = read_mels(o->mel, M, &nclips);
+    clip *clips = read_mels(o->mel, M, &nclips, A);
     int frames = o->frames;
     if (!frames)
         for (int i = 0; i < nclips; i++) frames = clips[i].T > frames ? clips[i].T : frames;
-    if (frames < (1 << A->nblocks)) die("%d frames are too few for %d ConvBlocks (--frames)", frames, A->nblocks);
+    if (Ac && frames < (1 << Ac->nblocks)) die("%d frames are too few for %d ConvBlocks (--frames)", frames, Ac->nblocks);
 
     /* the items, in caption-file order */
     int nit = 0;
-    item *it = read_items(o->captions, o->csv, clips, nclips, o->mel, wp, Tx->c.max_len, &nit);
+    item *it = read_items(o->captions, o->csv, clips, nclips, o->mel, &tk, Tx->c.max_len, &nit);
     clip *vclips = NULL;
     item *vit = NULL;
     int nvclips = 0, nvit = 0;
@@ -424,10 +684,10 @@ int clap_train_run(const clap_train_opts *o) {
         char *v = xstrdup(o->val), *comma = strchr(v, ',');
         if (!comma) die_usage("--val %s: give MEL.mp,CAPTIONS", o->val);
         *comma = 0;
-        vclips = read_mels(v, M, &nvclips);
-        for (int i = 0; i < nvclips; i++)
-            if (vclips[i].T < (1 << A->nblocks)) die("%s: key '%s': %d frames, fewer than %d", v, vclips[i].key, vclips[i].T, 1 << A->nblocks);
-        vit = read_items(comma + 1, o->csv, vclips, nvclips, v, wp, Tx->c.max_len, &nvit);
+        vclips = read_mels(v, M, &nvclips, A);
+        for (int i = 0; i < nvclips && Ac; i++)
+            if (vclips[i].T < (1 << Ac->nblocks)) die("%s: key '%s': %d frames, fewer than %d", v, vclips[i].key, vclips[i].T, 1 << Ac->nblocks);
+        vit = read_items(comma + 1, o->csv, vclips, nvclips, v, &tk, Tx->c.max_len, &nvit);
         free(v);
     }
     if (nit < o->bs) die("%d items, fewer than one batch of %d", nit, o->bs);
@@ -456,7 +716,7 @@ int clap_train_run(const clap_train_opts *o) {
     if (!MT) wdist = 0;
 
     /* optimiser state: the four groups are contiguous ranges of the two blocks */
-    size_t ahead = A->t[cnn14t_find(A, "audio_proj.0.weight")].off, thead = Tx->t[bertt_find(Tx, "text_proj.0.weight")].off;
+    size_t ahead = A->head, thead = Tx->t[bertt_head(Tx)].off;
     float *am = xcalloc(A->nparams, sizeof(float)), *av = xcalloc(A->nparams, sizeof(float));
     float *tm = xcalloc(Tx->nparams, sizeof(float)), *tv = xcalloc(Tx->nparams, sizeof(float));
     float *const mom[4] = {am, av, tm, tv};
@@ -471,7 +731,7 @@ int clap_train_run(const clap_train_opts *o) {
     int stopped = 0;
 
     int B = o->bs, nb = nit / B, Lsum, Bl = B / R, j0 = me * Bl; /* this rank's items: j0 .. j0+Bl-1 of a batch */
-    float *mel = xmalloc((size_t)Bl * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
+    float *mel = xmalloc((size_t)(Ac ? Bl : 1) * frames * M * sizeof(float)), *ea = xmalloc((size_t)B * E * sizeof(float)),
           *et = xmalloc((size_t)B * E * sizeof(float)), *da = xmalloc((size_t)B * E * sizeof(float)),
           *dt = xmalloc((size_t)B * E * sizeof(float)), *eal = xmalloc((size_t)Bl * E * sizeof(float)),
           *etl = xmalloc((size_t)Bl * E * sizeof(float));
@@ -480,15 +740,21 @@ int clap_train_run(const clap_train_opts *o) {
     int32_t *bids = xmalloc((size_t)Bl * Tx->c.max_len * sizeof(int32_t));
     int *blen = xmalloc((size_t)B * sizeof(int)), *aid = xmalloc((size_t)B * sizeof(int)), *perm = xmalloc((size_t)nit * sizeof(int));
     uint64_t *dka = xmalloc((size_t)Bl * sizeof(uint64_t)), *dkt = xmalloc((size_t)Bl * sizeof(uint64_t));
+    const clip **bcl = xmalloc((size_t)Bl * sizeof *bcl); /* PaSST: this rank's clips of the batch */
+    int *tof = xmalloc((size_t)(Bl + 1) * sizeof(int));    /* their captions' first token in bids */
+    int mb = o->micro_bs && o->micro_bs < Bl ? o->micro_bs : Bl; /* items a micro-batch */
     FILE *logf = NULL;
     if (o->log && lead) {
         if (!(logf = fopen(o->log, "w"))) die("cannot create %s: %m", o->log);
         fprintf(logf, "step\tepoch\tbatch\tloss\tl_sup\tl_dist\tlr_audio_encoder\tlr_text_encoder\tlr_audio_proj\t"
                       "lr_text_proj\tseconds\n");
     }
-    if (!tool_quiet && lead)
+    if (!tool_quiet && lead && Ac)
         infox("%d clips, %d items, %d batches of %d a epoch, %d epochs, %d frames a clip%s%s", nclips, nit, nb, B,
               o->epochs, frames, MT ? ", distilling" : "", R > 1 ? ", split over the ranks" : "");
+    if (!tool_quiet && lead && !Ac)
+        infox("PaSST-RoBERTa: %d clips, %d items, %d batches of %d a epoch%s, %d epochs%s%s", nclips, nit, nb, B,
+              mb < Bl ? " (micro-batches)" : "", o->epochs, MT ? ", distilling" : "", R > 1 ? ", split over the ranks" : "");
     if (!tool_quiet && lead && R > 1) infox("%d ranks, %d items each a batch", R, Bl);
     long step = pos.step;
     double t0 = now_seconds(); /* the log's seconds: wall time since training began (clock() summed the threads' CPU time) */
@@ -515,8 +781,16 @@ int clap_train_run(const clap_train_opts *o) {
                 int j = j0 + jl;
                 const item *x = &it[perm[b * B + j]];
                 const clip *cl = &clips[x->audio];
-                float *dst = mel + (size_t)jl * frames * M;
                 uint64_t key = mix(mix((uint64_t)o->seed) ^ mix(((uint64_t)ep << 32) | (uint64_t)perm[b * B + j]));
+                tof[jl] = Lsum;
+                if (!Ac) { /* PaSST: the clip's kept segments, whole (passt_clips_forward) */
+                    bcl[jl] = cl;
+                    memcpy(bids + Lsum, x->ids, (size_t)x->ntok * sizeof(int32_t));
+                    blen[jl] = x->ntok, Lsum += x->ntok;
+                    dka[jl] = key, dkt[jl] = mix(key);
+                    continue;
+                }
+                float *dst = mel + (size_t)jl * frames * M;
                 /* a longer clip: a window of `frames` frames at a random start, as WavCaps'
                  * AudioCaptionDataset crops the waveform to max_length (the first with
                  * --no-augment); a shorter one padded with silence, as its collate pads */
@@ -532,14 +806,45 @@ int clap_train_run(const clap_train_opts *o) {
             for (int g = 0; g < 4; g++)
                 lr[g] = o->constant_lr ? o->lr[g]
                                        : salsa_lr(ep + (double)b / nb, o->lr[g], o->min_lr, o->warmup, o->ramp0, o->ramp1);
-            cnn14t_forward_train(A, eal, mel, Bl, frames, o->augment ? dka : NULL);
-            bertt_forward_train(Tx, etl, bids, blen, Bl, o->augment ? dkt : NULL);
-            dist_allgather(ea, eal, (size_t)Bl * E), dist_allgather(et, etl, (size_t)Bl * E);
-            contrastive_out lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, Dt, B, E, (float)o->tau, wsup, wdist);
-            if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
-            cnn14t_backward(A, da + (size_t)j0 * E); /* this rank's rows */
-            bertt_backward(Tx, dt + (size_t)j0 * E);
+            tof[Bl] = Lsum;
+            contrastive_out lo;
+            if (Ac) {
+                cnn14t_forward_train(Ac, eal, mel, Bl, frames, o->augment ? dka : NULL);
+                bertt_forward_train(Tx, etl, bids, blen, Bl, o->augment ? dkt : NULL);
+                dist_allgather(ea, eal, (size_t)Bl * E), dist_allgather(et, etl, (size_t)Bl * E);
+                lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, Dt, B, E, (float)o->tau, wsup, wdist);
+                if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
+                cnn14t_backward(Ac, da + (size_t)j0 * E); /* this rank's rows */
+                bertt_backward(Tx, dt + (size_t)j0 * E);
+            } else {
+                /* The gradient cache: every micro-batch's embeddings first (only the
+                 * last one's activations survive), the loss and dL/de of the whole
+                 * batch once, then each micro-batch again, forward with the same keys
+                 * (the same masks and patchout: the same embeddings) and backward with
+                 * its rows of dL/de; the gradients add up to the unsplit batch's (no
+                 * BatchNorm: items are independent). One micro-batch: the plain step. */
+                for (int c0 = 0; c0 < Bl; c0 += mb) {
+                    int n = Bl - c0 < mb ? Bl - c0 : mb;
+                    passt_clips_forward(A, eal + (size_t)c0 * E, bcl + c0, n, o->augment ? dka + c0 : NULL);
+                    bertt_forward_train(Tx, etl + (size_t)c0 * E, bids + tof[c0], blen + c0, n, o->augment ? dkt + c0 : NULL);
+                }
+                dist_allgather(ea, eal, (size_t)Bl * E), dist_allgather(et, etl, (size_t)Bl * E);
+                lo = contrastive_loss(da, dt, ea, et, aid, bta, btt, MT, Dt, B, E, (float)o->tau, wsup, wdist);
+                if (!isfinite(lo.total)) die("step %ld: the loss is not finite (%g)", step + 1, lo.total);
+                int last = (Bl - 1) / mb * mb; /* the micro-batch whose activations are kept */
+                for (int c0 = last; c0 >= 0; c0 -= mb) {
+                    int n = Bl - c0 < mb ? Bl - c0 : mb;
+                    if (c0 != last) {
+                        passt_clips_forward(A, eal + (size_t)c0 * E, bcl + c0, n, o->augment ? dka + c0 : NULL);
+                        bertt_forward_train(Tx, etl + (size_t)c0 * E, bids + tof[c0], blen + c0, n,
+                                            o->augment ? dkt + c0 : NULL);
+                    }
+                    passt_clips_backward(A, da + (size_t)(j0 + c0) * E); /* this rank's rows */
+                    bertt_backward(Tx, dt + (size_t)(j0 + c0) * E);
+                }
+            }
             dist_sum(A->grads, A->nparams), dist_sum(Tx->grads, Tx->nparams);
+            if (o->save_grads && step == pos.step && lead) write_grads(o->save_grads, A, Tx);
             adamw_torch_step(A->params, A->grads, am, av, ahead, step + 1, lr[0], o->b1, o->b2, o->eps, o->wd);
             adamw_torch_step(A->params + ahead, A->grads + ahead, am + ahead, av + ahead, A->nparams - ahead, step + 1,
                              lr[2], o->b1, o->b2, o->eps, o->wd);
@@ -592,10 +897,11 @@ int clap_train_run(const clap_train_opts *o) {
     for (int i = 0; i < nit; i++) free(it[i].ids), free(it[i].text), free(it[i].key);
     free(clips), free(it), free(ta), free(tt), free(am), free(av), free(tm), free(tv), free(mel), free(ea),
         free(et), free(da), free(dt), free(bta), free(btt), free(bids), free(blen), free(aid), free(perm), free(dka),
-        free(dkt), free(eal), free(etl);
-    if (R > 1) batchnorm_set_reduce(NULL);
-    wp_free(wp);
-    cnn14t_free(A);
+        free(dkt), free(eal), free(etl), free(bcl), free(tof);
+    if (R > 1 && Ac) batchnorm_set_reduce(NULL);
+    if (tk.wp) wp_free(tk.wp);
+    if (tk.bp) bpe_free(tk.bp);
+    at_free(A);
     bertt_free(Tx);
     return stopped ? EXIT_FATAL : EXIT_OK;
 }

@@ -1,8 +1,9 @@
-/* clap_train.h - contrastive training of the CNN14-BERT CLAP (clap-train):
- * SALSA's stage 1 (L_sup) and stage 2 (L_dist from teacher embedding
- * streams), AdamW in SALSA's four groups, update_lr's schedule; both towers
- * in training mode (cnn14_train.h, bert_train.h), the losses of
- * contrastive.h. See man/man1/clap-train.1. */
+/* clap_train.h - contrastive training of a CLAP (clap-train): WavCaps'
+ * CNN14-BERT or SALSA's PaSST-S + RoBERTa, as the model file's
+ * clap.audio.arch says; SALSA's stage 1 (L_sup) and stage 2 (L_dist from
+ * teacher embedding streams), AdamW in SALSA's four groups, update_lr's
+ * schedule; both towers in training mode (cnn14_train.h or passt_train.h,
+ * bert_train.h), the losses of contrastive.h. See man/man1/clap-train.1. */
 #ifndef WSAC_CLAP_TRAIN_H
 #define WSAC_CLAP_TRAIN_H
 
@@ -31,6 +32,13 @@ typedef struct {
     const char *vocab;       /* the vocab.txt of the new model's tokenizer */
     long init_seed;          /* its initialisation (-1: seed) */
     const char *save_init;   /* write the new, untrained model there (alone: without --mel, nothing else) */
+    /* SALSA's PaSST-RoBERTa (ignored, or refused, for CNN14-BERT) */
+    int micro_bs;            /* items a micro-batch of the gradient cache (0: the whole batch at once) */
+    int recompute;           /* passtt.recompute: each PaSST block recomputed in the backward pass */
+    int patchout_t, patchout_f;                 /* structured patchout: 15, 2 (ex_dcase24.py) */
+    double drop_rate, attn_drop_rate, drop_path_rate; /* PaSST's: 0, 0, 0 (passt.py's defaults) */
+    double text_dropout, text_attn_dropout;
+    const char *save_grads;  /* the first step's summed gradients written there (tests) */     /* the text tower's (< 0: the model's: RoBERTa 0.2, 0.2; BERT 0.1, 0.1) */
 } clap_train_opts;
 
 void clap_train_defaults(clap_train_opts *o);

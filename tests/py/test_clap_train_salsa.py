@@ -1,0 +1,399 @@
+"""clap-train on SALSA's PaSST-RoBERTa (a model file of scripts/convert.py
+salsa, chosen by its clap.audio.arch) as a tool, against PyTorch: the
+published modules in training mode (scripts/passttrainref.py: passt.py's
+PaSST and SALSA's projection; scripts/robertatrainref.py: RoBERTa as HF
+computes it on SALSA's padded batch), SALSA's forward_audio (each clip's kept
+10-s segments through PaSST, the mean of their features, the projection),
+training_step's L_sup / L_dist (claptrainref.salsa_loss), AdamW in the four
+groups of configure_optimizers and update_lr (claptrainref). A small
+configuration of the real architecture, random weights: PaSST 21 mel bins,
+5x4 patches at stride 4x3, 30-frame segments (0.3 s, 3 to the fixed 0.9 s:
+the published 10 s / 30 s scaled), width 30, 2 blocks; RoBERTa hidden 33,
+2 layers, RoBERTa's real BPE (captions as salsa_text.h / bperef make them);
+embedding 19. 6 clips of 1, 2 and 3 kept segments, 2 captions each, batches
+of 4, items in file order (--no-shuffle):
+
+  1. patchout and dropout off (--no-augment): the first step's loss (1e-6
+     relative), every parameter's gradient (--save-grads; 1e-4 relative L2),
+     the weights after one AdamW step (1e-6), a 20-step loss curve under
+     update_lr (1e-5 relative);
+  2. micro-batches (the gradient cache, --micro-bs 1 and 3, with and without
+     --recompute, augmentation on): the loss of the unsplit batch within
+     1e-6, the gradients within 1e-5 relative L2;
+  3. stage 2 with two teachers of different architectures and widths: the
+     CNN14-BERT test model's and the PaSST-RoBERTa model's own embeddings
+     (clap-audio / clap-text output): the first step's loss within 1e-6;
+  4. augmentation on (patchout 15/2, RoBERTa dropout 0.2/0.2, PaSST rates
+     given): the same seed gives the same bits, 1 and 2 threads too; another
+     seed another loss; a run stopped by --max-steps and resumed ends with
+     the same bytes; --val writes OUT.best; clap-audio and clap-text read the
+     trained model;
+  5. refusals: a WavCaps mel stream, a whole-clip PaSST stream, --micro-bs on
+     a CNN14-BERT model, --frames on a PaSST model."""
+import dataclasses
+import filecmp
+import os
+import shutil
+import subprocess
+import tempfile
+
+import atexit
+import numpy as np
+import torch
+
+from tap import DATA, ROOT, check, done, note, tool
+import bperef
+import claptrainref as CT
+import convert
+import passtref
+import passttrainref as PT
+import robertatrainref as RT
+import sttools
+import wsacstream as ws
+
+torch.set_num_threads(1)
+tmp = tempfile.mkdtemp(prefix="wsac-train-salsa-")
+atexit.register(shutil.rmtree, tmp, True)
+
+
+def path(n):
+    return os.path.join(tmp, n)
+
+
+# ------------------------------------------------------------------ the model file
+BPE_DIR = os.path.join(DATA, "roberta-bpe")
+VOCAB, MERGES = os.path.join(BPE_DIR, "vocab.json"), os.path.join(BPE_DIR, "merges.txt")
+pcfg = dataclasses.replace(passtref.Config.tiny(), vocab=50265, hidden=33, layers=2, text_heads=3,
+                           intermediate=47, positions=37, embed=19)
+CKPT, MODEL = path("small.ckpt"), path("small.safetensors")
+torch.save({"state_dict": passtref.random_state_dict(pcfg, seed=31), "epoch": 1}, CKPT)
+OPTS = ["--audio-heads", "3", "--text-heads", "3", "--patch-stride", "4,3", "--n-mels", "21",
+        "--segment-seconds", "0.3", "--fixed-seconds", "0.9"]
+if not check("setup: convert.py salsa converts the small random SALSA checkpoint",
+             convert.main(["salsa", CKPT, "--vocab", VOCAB, "--merges", MERGES, "-o", MODEL] + OPTS) == 0):
+    done()
+tensors, meta = sttools.load(MODEL)
+sd = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items() if v.dtype == np.float32}
+PAD = int(meta["clap.text.pad_id"])
+acfg = PT.Config(n_mels=pcfg.n_mels, dim=pcfg.dim, depth=pcfg.depth, heads=pcfg.heads, mlp=pcfg.mlp,
+                 patch=pcfg.patch, stride=pcfg.stride, grid=pcfg.grid, embed=pcfg.embed)
+tcfg = RT.Config(vocab=pcfg.vocab, hidden=pcfg.hidden, layers=pcfg.layers, heads=3, intermediate=pcfg.intermediate,
+                 positions=pcfg.positions, embed=pcfg.embed, eps=float(meta["clap.text.ln_eps"]))
+S, M, SEG = pcfg.seg_frames, pcfg.n_mels, pcfg.seg_samples
+
+
+# ------------------------------------------------------------------ data: the segment cut as wav2mel writes it
+def kept(n):
+    return -(-3 * min(n, 3 * SEG) // (3 * SEG))  # forward_audio's mask: ceil(3 * min(n, 30 s) / 30 s)
+
+
+g = torch.Generator().manual_seed(7)
+clips = ["c%d.wav" % i for i in range(6)]
+nsamp = [5000, 15000, 28800, 40000, 9600, 20000]  # 1, 2, 3, 3, 1, 3 segments
+mels = {k: torch.randn(kept(n) * S, M, generator=g) * 0.5 for k, n in zip(clips, nsamp)}
+PASST_HDR = {"frontend": "passt", "cut": "segments", "segment_samples": SEG, "segments": 3, "hop": 320,
+             "sr": 32000, "n_mels": M, "segment_frames": S}
+with open(path("mel.mp"), "wb") as f:
+    ws.write_stream(f, "wav2mel", ({"key": k, "mel": mels[k].numpy(), "samples": n} for k, n in zip(clips, nsamp)),
+                    params=PASST_HDR)
+CAPS = ["A dog barks twice, then a door slams!", "Rain falls on a tin roof.",
+        "Birds chirp while a CAR passes by on a wet road; people talk in the distance (faintly).", "Water drips",
+        "Someone is typing on a keyboard, and a phone rings - twice - before it stops.", "Wind howls outside",
+        "A man speaks and a crowd laughs", "Footsteps on gravel", "An engine idles, then revs up loudly",
+        "Thunder rumbles far away over the hills.", "A bell rings three times", "Children play in a park"]
+items = [(clips[i // 2], CAPS[i]) for i in range(12)]
+with open(path("caps.tsv"), "w") as f:
+    f.writelines("%s\t%s\n" % it for it in items)
+bpe = bperef.BPE(VOCAB, MERGES)
+IDS = [bpe.encode(bperef.salsa_preprocess(c), 32) for _, c in items]
+
+
+# ------------------------------------------------------------------ the PyTorch reference
+class Ref(torch.nn.Module):
+    def __init__(self, dt=torch.float32):
+        super().__init__()
+        self.audio = PT.load({n: sd[n] for n, _ in PT.Tower(acfg).published()}, acfg, dt)
+        self.text = RT.RobertaText(tcfg, PAD, 0.0, 0.0).to(dt)
+        self.text.load_published({k: v.to(dt) for k, v in sd.items()})
+        self.dt = dt
+
+    def named(self):
+        """(published name, parameter, group): configure_optimizers' four groups"""
+        out = []
+        for n, p in self.audio.published():
+            out.append((n, p, 2 if n.startswith(PT.PROJ) else 0))
+        for n, p in self.text.named_parameters():
+            out.append((n, p, 3 if n.startswith(RT.PROJ) else 1))
+        return out
+
+    def forward(self, idx):
+        """SALSA's forward_audio / forward_sentence on items idx: unnormalised a, t [B, E]"""
+        segs = [mels[items[i][0]].reshape(-1, S, M) for i in idx]
+        f = self.audio.passt(torch.cat(segs).to(self.dt).transpose(1, 2)[:, None])  # [segments, D]
+        feats, k = [], 0
+        for s_ in segs:
+            feats.append(f[k:k + len(s_)].mean(0))  # the kept segments' mean (mask all ones here)
+            k += len(s_)
+        a = self.audio.proj(torch.stack(feats))
+        L = max(len(IDS[i]) for i in idx)
+        ids = torch.full((len(idx), L), PAD, dtype=torch.long)
+        mask = torch.zeros(len(idx), L, dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids[r, :len(IDS[i])] = torch.tensor(IDS[i])
+            mask[r, :len(IDS[i])] = 1
+        return a, self.text(ids, mask)
+
+
+def aid(idx):
+    return torch.tensor([clips.index(items[i][0]) for i in idx])
+
+
+def optimizer(m, lr):
+    groups = [[] for _ in range(4)]
+    for _, p, gr in m.named():
+        groups[gr].append(p)
+    return torch.optim.AdamW([{"params": x, "lr": lr} for x in groups], betas=(0.9, 0.999), eps=1e-8,
+                             weight_decay=0.0)
+
+
+def ref_step(m, opt, idx, step, spe, sched_kw=None, teachers=None, lw=1.0, dw=0.0):
+    for gr in opt.param_groups:
+        if "base" not in gr:
+            gr["base"] = gr["lr"]
+        gr["lr"] = CT.schedule(step / spe, gr["base"], **(sched_kw or {}))
+    opt.zero_grad(set_to_none=False)
+    a, t = m(idx)
+    ta, tt = teachers if teachers else (None, None)
+    ls, ld, loss = CT.salsa_loss(a, t, aid(idx), ta, tt, loss_weight=lw, distill_weight=dw)
+    loss.backward()
+    opt.step()
+    return ls.item(), ld.item(), loss.item()
+
+
+def run(*args, model=MODEL, mel=None, caps=None, base=("--bs", "4", "--no-shuffle", "-j", "1", "-q")):
+    r = subprocess.run([tool("clap-train"), "--init", model, "--mel", mel or path("mel.mp"), "--captions",
+                        caps or path("caps.tsv")] + list(base) + [str(a) for a in args], capture_output=True, text=True)
+    return r.returncode, r.stderr
+
+
+def log_rows(p):
+    return [l.split("\t") for l in open(p).read().splitlines()[1:] if not l.startswith("#")]
+
+
+def key_bias(n):
+    """the attention keys' biases: their gradient is 0 (softmax ignores a constant), so C's and PyTorch's are
+    rounding noise; held apart, to 1e-6 of the largest gradient element"""
+    return n.endswith("attention.self.key.bias")
+
+
+def rel_l2(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+# ------------------------------------------------------------------ 1. one step, dropout and patchout off
+rc, err = run("-o", path("one.st"), "--epochs", 1, "--max-steps", 1, "--lr", "1e-3", "--warmup", 0, "--no-augment",
+              "--log", path("one.tsv"), "--save-grads", path("grads.st"))
+check("one step runs (exit 0)", rc == 0, err)
+m = Ref()
+opt = optimizer(m, 1e-3)
+before = {n: p.detach().clone() for n, p, _ in m.named()}
+_, _, rloss = ref_step(m, opt, [0, 1, 2, 3], 0, 3, {"warmup_length": 0})
+m64 = Ref(torch.float64)
+a64, t64 = m64([0, 1, 2, 3])
+l64 = CT.salsa_loss(a64, t64, aid([0, 1, 2, 3]))[2]
+l64.backward()
+g64 = {n: p.grad.numpy().copy() for n, p, _ in m64.named()}
+cl = float(log_rows(path("one.tsv"))[0][3]) if rc == 0 else 0.0
+dl = abs(cl - rloss) / abs(rloss)
+check("one step: the loss = PyTorch float32 within 1e-6 relative (%.7f vs %.7f)" % (cl, rloss), dl < 1e-6, dl)
+note("one step: loss C %.8f, PyTorch float32 %.8f, float64 %.8f: C-f32 %.1e, C-f64 %.1e"
+     % (cl, rloss, l64.item(), dl, abs(cl - l64.item()) / abs(l64.item())))
+cg = sttools.load(path("grads.st"))[0] if rc == 0 else {}
+worst, wn, worst64, w3264, missing, kb = 0.0, "", 0.0, 0.0, [], 0.0
+gmax = max(float(p.grad.abs().max()) for _, p, _ in m.named())
+for n, p, _ in m.named():
+    if n not in cg:
+        missing.append(n)
+        continue
+    if key_bias(n):
+        kb = max(kb, float(np.abs(cg[n]).max()) / gmax)
+        continue
+    r = rel_l2(cg[n], p.grad.numpy())
+    if r > worst:
+        worst, wn = r, n
+    worst64 = max(worst64, rel_l2(cg[n], g64[n]))
+    w3264 = max(w3264, rel_l2(p.grad.numpy(), g64[n]))
+check("one step: every one of %d parameter gradients (both towers, published names) = PyTorch float32 within 1e-4 "
+      "relative L2 (the keys' biases, 0 up to rounding: within 1e-6 of the largest)" % len(m.named()),
+      not missing and worst < 1e-4 and kb < 1e-6, "%s worst %.2e at %s; keys' biases %.1e" % (missing[:3], worst, wn, kb))
+note("one step gradients, worst tensor: C-f32 %.1e (%s), C-f64 %.1e, f32-f64 %.1e" % (worst, wn, worst64, w3264))
+got = sttools.load(path("one.st"))[0] if rc == 0 else {}
+worst, wn, moved, noisy = 0.0, "", 0.0, 0
+for n, p, _ in m.named():
+    if n not in got:
+        worst, wn = 1.0, n + " (missing)"
+        continue
+    if key_bias(n):  # noise-level gradients: Adam moves each element by up to lr either way
+        if np.abs(got[n] - before[n].numpy()).max() > 1e-3 * (1 + 1e-5):
+            worst, wn = 1.0, n + " (moved by more than lr)"
+        continue
+    moved = max(moved, float((p.detach() - before[n]).abs().max()))
+    d = np.abs(got[n] - p.detach().numpy())
+    gr = np.abs(p.grad.numpy())
+    # Adam's first step is lr g / (|g| + eps): an element whose gradient is at rounding-noise level moves by up to
+    # lr in the direction the noise picks (C and PyTorch alike): those are held to 2 lr, all others to 1e-6
+    small = gr < 1e-5 * max(float(gr.max()), 1e-30)
+    noisy += int(small.sum())
+    if (d[small] > 2e-3).any():
+        worst, wn = 1.0, n + " (noise-level element)"
+    dd = float(d[~small].max()) if (~small).any() else 0.0
+    if dd > worst:
+        worst, wn = dd, n
+check("one step: every weight of both towers within 1e-6 of PyTorch's AdamW step (lr 1e-3, largest update %.0e)"
+      % moved, worst < 1e-6 and moved > 5e-4, "%s %.2e" % (wn, worst))
+note("one step: weights max |C - torch| %.1e (%s); %d noise-level gradient elements held to 2 lr" % (worst, wn, noisy))
+
+# 20 steps: 3 batches an epoch, update_lr at fractional epochs
+rc, err = run("-o", path("twenty.st"), "--epochs", 7, "--max-steps", 20, "--lr", "3e-4", "--no-augment",
+              "--log", path("twenty.tsv"))
+cl = [float(r[3]) for r in log_rows(path("twenty.tsv"))] if rc == 0 else []
+curves = {}
+for dt in (torch.float64, torch.float32):
+    m = Ref(dt)
+    opt = optimizer(m, 3e-4)
+    curves[dt] = [ref_step(m, opt, list(range(4 * (s_ % 3), 4 * (s_ % 3) + 4)), s_, 3)[2] for s_ in range(20)]
+
+
+def curve_dev(a, b):
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b)) if len(a) == len(b) == 20 else 1.0
+
+
+dev, dev64, t64 = curve_dev(cl, curves[torch.float32]), curve_dev(cl, curves[torch.float64]), \
+    curve_dev(curves[torch.float32], curves[torch.float64])
+check("20 steps (update_lr, lr 3e-4): the loss curve within 1e-5 (relative) of PyTorch float32", rc == 0 and dev < 1e-5,
+      "%.2e (float64: C %.2e, PyTorch float32 %.2e) %s" % (dev, dev64, t64, err[-300:]))
+note("20 steps: loss %.5f -> %.5f (PyTorch %.5f -> %.5f); C-f32 %.1e, C-f64 %.1e, f32-f64 %.1e"
+     % (cl[0] if cl else 0, cl[-1] if cl else 0, curves[torch.float32][0], curves[torch.float32][-1], dev, dev64, t64))
+r1 = subprocess.run([tool("clap-audio"), "-q", "-m", path("twenty.st"), path("mel.mp")], capture_output=True)
+r2 = subprocess.run([tool("clap-text"), "-q", "-m", path("twenty.st")], input=b"k\ta dog barks\n", capture_output=True)
+check("clap-audio and clap-text read the trained model", r1.returncode == 0 and r2.returncode == 0,
+      (r1.stderr + r2.stderr).decode()[:300])
+
+# ------------------------------------------------------------------ 2. micro-batches: the gradient cache
+AUG = ["--drop-rate", "0.1", "--attn-drop-rate", "0.1", "--drop-path-rate", "0.2"]
+ref_g, ref_l = None, None
+for mbs, rec in ((0, 0), (1, 0), (3, 0), (3, 1), (1, 1)):
+    extra = (["--micro-bs", mbs] if mbs else []) + (["--recompute"] if rec else [])
+    rc, err = run("-o", path("mb.st"), "--epochs", 1, "--max-steps", 1, "--log", path("mb.tsv"), "--save-grads",
+                  path("mbg.st"), *AUG, *extra)
+    if rc:
+        check("micro-batches %d%s: runs" % (mbs, " + recompute" if rec else ""), False, err)
+        continue
+    lo = float(log_rows(path("mb.tsv"))[0][3])
+    gg = sttools.load(path("mbg.st"))[0]
+    if ref_g is None:
+        ref_g, ref_l = gg, lo
+        continue
+    dl = abs(lo - ref_l) / abs(ref_l)
+    dg = max(rel_l2(gg[n], ref_g[n]) for n in ref_g if not key_bias(n))
+    check("augmentation on, --micro-bs %d%s: the loss = the unsplit batch's within 1e-6 (%.1e), every gradient "
+          "within 1e-5 relative L2 (%.1e)" % (mbs, " --recompute" if rec else "", dl, dg), dl < 1e-6 and dg < 1e-5)
+    note("--micro-bs %d%s: loss %.1e, gradients %.1e (relative)" % (mbs, " --recompute" if rec else "", dl, dg))
+
+# ------------------------------------------------------------------ 3. stage 2: two teachers of two architectures
+CLAP_TEST = os.path.join(ROOT, "data", "models", "clap-test.safetensors")
+wmels = {k: torch.randn(70, 64, generator=g) * 10 - 40 for k in clips}
+with open(path("wmel.mp"), "wb") as f:
+    ws.write_stream(f, "test", ({"key": k, "mel": wmels[k].numpy()} for k in clips))
+with open(path("tcaps.tsv"), "w") as f:
+    f.writelines("t%d\t%s\n" % (i, c) for i, (_, c) in enumerate(items))
+teach = []
+for name, model, melp in (("cnn14-bert", CLAP_TEST, path("wmel.mp")), ("passt-roberta", MODEL, path("mel.mp"))):
+    ta_p, tt_p = path("ta-%s.mp" % name), path("tt-%s.mp" % name)
+    with open(ta_p, "wb") as fo:
+        ra = subprocess.run([tool("clap-audio"), "-q", "-m", model, melp], stdout=fo, stderr=subprocess.PIPE)
+    with open(tt_p, "wb") as fo:
+        rt = subprocess.run([tool("clap-text"), "-q", "-m", model, path("tcaps.tsv")], stdout=fo, stderr=subprocess.PIPE)
+    check("stage 2 setup: clap-audio / clap-text make the %s teacher's embeddings" % name,
+          ra.returncode == 0 and rt.returncode == 0, (ra.stderr + rt.stderr).decode()[:300])
+    teach.append((ta_p, tt_p))
+
+
+def emb_of(p, by_text):
+    _, recs, _ = ws.read_stream(open(p, "rb"))
+    return {(r["text"] if by_text else r["key"]): np.asarray(r["emb"], np.float64) for r in recs}
+
+
+tea = [(emb_of(a, False), emb_of(t, True)) for a, t in teach]
+widths = [len(next(iter(x[0].values()))) for x in tea]
+Dt = max(widths)
+
+
+def pad(v):
+    return np.concatenate([v, np.zeros(Dt - len(v))])
+
+
+idx = [0, 1, 2, 3]
+ta = torch.tensor(np.array([[pad(tea[k][0][items[i][0]]) for k in range(2)] for i in idx]), dtype=torch.float32)
+tt = torch.tensor(np.array([[pad(tea[k][1][items[i][1]]) for k in range(2)] for i in idx]), dtype=torch.float32)
+targs = sum((["--teacher", "%s,%s" % x] for x in teach), [])
+for lw, dw, label in ((0.0, 1.0, "L_dist alone (the README's stage 2)"), (0.5, 1.0, "0.5^2 L_sup + L_dist")):
+    rc, err = run("-o", path("s2.st"), "--epochs", 1, "--max-steps", 1, "--no-augment", "--log", path("s2.tsv"),
+                  "--loss-weight", lw, "--distill-weight", dw, *targs)
+    row = log_rows(path("s2.tsv"))[0] if rc == 0 else ["0"] * 6
+    m = Ref()
+    a, t = m(idx)
+    ls, ld, loss = CT.salsa_loss(a, t, aid(idx), ta, tt, loss_weight=lw, distill_weight=dw)
+    e = max(abs(float(row[3]) - loss.item()) / abs(loss.item()), abs(float(row[5]) - ld.item()) / abs(ld.item()))
+    check("stage 2, teachers CNN14-BERT (width %d) and PaSST-RoBERTa (width %d), %s: the loss within 1e-6 of PyTorch"
+          % (widths[0], widths[1], label), rc == 0 and e < 1e-6, "%.2e %s" % (e, err[-300:]))
+    note("stage 2 (%s): loss %.7f vs %.7f (rel. %.1e)" % (label, float(row[3]), loss.item(), e))
+
+# ------------------------------------------------------------------ 4. augmentation on: keyed, resumable
+def same_tensors(a, b):
+    ta, tb = sttools.load(a)[0], sttools.load(b)[0]
+    return set(ta) == set(tb) and all(np.array_equal(ta[k], tb[k]) for k in ta)
+
+
+def losses(p):
+    return [r[3] for r in log_rows(p)]
+
+
+rc1, e1 = run("-o", path("aug1.st"), "--epochs", 2, "--log", path("aug1.tsv"), *AUG)
+rc2, e2 = run("-o", path("aug2.st"), "--epochs", 2, "--log", path("aug2.tsv"), *AUG,
+              base=("--bs", "4", "--no-shuffle", "-j", "2", "-q"))
+rc3, e3 = run("-o", path("aug3.st"), "--epochs", 2, "--log", path("aug3.tsv"), "--seed", 5, *AUG)
+rc4, e4 = run("-o", path("noaug.st"), "--epochs", 2, "--log", path("noaug.tsv"), "--no-augment")
+ok = rc1 == rc2 == rc3 == rc4 == 0
+check("augmentation on (patchout 15/2, RoBERTa dropout 0.2/0.2, PaSST 0.1/0.1/0.2): the same seed, 1 and 2 threads: "
+      "the same losses and model bytes", ok and losses(path("aug1.tsv")) == losses(path("aug2.tsv"))
+      and filecmp.cmp(path("aug1.st"), path("aug2.st"), shallow=False), (e1 + e2)[-300:])
+check("another seed, or --no-augment: other losses", ok and losses(path("aug1.tsv")) != losses(path("aug3.tsv"))
+      and losses(path("aug1.tsv"))[0] != losses(path("noaug.tsv"))[0], (e3 + e4)[-300:])
+rc, err = run("-o", path("part.st"), "--epochs", 2, "--max-steps", 4, "--checkpoint", path("ck.st"), *AUG)
+rc5, err5 = subprocess.run([tool("clap-train"), "--resume", path("ck.st"), "--mel", path("mel.mp"), "--captions",
+                            path("caps.tsv"), "--bs", "4", "--no-shuffle", "-j", "1", "-q", "--epochs", "2", "-o",
+                            path("resumed.st")] + AUG, capture_output=True, text=True).returncode, ""
+check("augmentation on: stopped after 4 steps (--max-steps, mid-epoch) and resumed: the uninterrupted run's tensors, "
+      "bit for bit", rc == 0 and rc5 == 0 and same_tensors(path("resumed.st"), path("aug1.st")), err[-300:])
+rc, err = run("-o", path("val.st"), "--epochs", 2, "--val", "%s,%s" % (path("mel.mp"), path("caps.tsv")), "--log",
+              path("val.tsv"))
+vals = [l for l in open(path("val.tsv")).read().splitlines() if l.startswith("# epoch")] if rc == 0 else []
+check("--val: mAP@10 logged after each epoch, the best epoch's model written", rc == 0 and len(vals) == 2
+      and os.path.exists(path("val.st.best")), err[-300:])
+
+# ------------------------------------------------------------------ 5. refusals
+rc, err = run("-o", path("bad.st"), "--mel", path("wmel.mp"))
+check("a WavCaps mel stream for a PaSST model: named, exit 2", rc == 2 and "front end" in err, err[-300:])
+with open(path("whole.mp"), "wb") as f:
+    ws.write_stream(f, "wav2mel", ({"key": k, "mel": mels[k].numpy(), "samples": n} for k, n in zip(clips, nsamp)),
+                    params={"frontend": "passt", "cut": "whole", "n_mels": M})
+rc, err = run("-o", path("bad.st"), mel=path("whole.mp"))
+check("a whole-clip PaSST stream: named, exit 2", rc == 2 and "whole-clip" in err, err[-300:])
+rc, err = run("-o", path("bad.st"), "--micro-bs", 2, model=CLAP_TEST, mel=path("wmel.mp"),
+              caps=path("caps.tsv"))
+check("--micro-bs on a CNN14-BERT model (BatchNorm): named, exit 2", rc == 2 and "micro-bs" in err, err[-300:])
+rc, err = run("-o", path("bad.st"), "--frames", 40)
+check("--frames on a PaSST model: named, exit 2", rc == 2 and "--frames" in err, err[-300:])
+done()
