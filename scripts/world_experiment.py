@@ -130,7 +130,7 @@ def cmd_report(d, note=None):
     h10 = sum(1.0 / k for k in range(1, 11))
     w("## Retrieval (SALSA's method), test split")
     w("")
-    w("CLAP models trained from scratch by `clap-train` from `%s` (%s). Stage 1: L_sup, one run per seed. "
+    w("CLAP models trained from scratch by `clap-train` from %s (%s). Stage 1: L_sup, one run per seed. "
       "Stage 2: from the first stage-1 model, L_dist only (`--loss-weight 0 --distill-weight 1`), with its own "
       "embeddings as teacher (self) or the average of all stage-1 models' similarity matrices (ensemble). "
       "Percentages; chance: R@10 = %.1f%%, mAP@10 ≈ %.1f%% (%d test clips)."
