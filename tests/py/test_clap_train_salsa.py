@@ -30,7 +30,6 @@ of 4, items in file order (--no-shuffle):
      trained model;
   5. refusals: a WavCaps mel stream, a whole-clip PaSST stream, --micro-bs on
      a CNN14-BERT model, --frames on a PaSST model."""
-import dataclasses
 import filecmp
 import os
 import shutil
@@ -41,13 +40,11 @@ import atexit
 import numpy as np
 import torch
 
-from tap import DATA, ROOT, check, done, note, tool
-import bperef
+from tap import ROOT, check, done, note, tool
 import claptrainref as CT
-import convert
-import passtref
 import passttrainref as PT
 import robertatrainref as RT
+import salsatiny as ST
 import sttools
 import wsacstream as ws
 
@@ -60,52 +57,15 @@ def path(n):
     return os.path.join(tmp, n)
 
 
-# ------------------------------------------------------------------ the model file
-BPE_DIR = os.path.join(DATA, "roberta-bpe")
-VOCAB, MERGES = os.path.join(BPE_DIR, "vocab.json"), os.path.join(BPE_DIR, "merges.txt")
-pcfg = dataclasses.replace(passtref.Config.tiny(), vocab=50265, hidden=33, layers=2, text_heads=3,
-                           intermediate=47, positions=37, embed=19)
-CKPT, MODEL = path("small.ckpt"), path("small.safetensors")
-torch.save({"state_dict": passtref.random_state_dict(pcfg, seed=31), "epoch": 1}, CKPT)
-OPTS = ["--audio-heads", "3", "--text-heads", "3", "--patch-stride", "4,3", "--n-mels", "21",
-        "--segment-seconds", "0.3", "--fixed-seconds", "0.9"]
-if not check("setup: convert.py salsa converts the small random SALSA checkpoint",
-             convert.main(["salsa", CKPT, "--vocab", VOCAB, "--merges", MERGES, "-o", MODEL] + OPTS) == 0):
+# ------------------------------------------------------------------ the model file, the stream, the captions
+D = ST.make(tmp)
+if not check("setup: convert.py salsa converts the small random SALSA checkpoint", D.ok):
     done()
-tensors, meta = sttools.load(MODEL)
-sd = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items() if v.dtype == np.float32}
-PAD = int(meta["clap.text.pad_id"])
-acfg = PT.Config(n_mels=pcfg.n_mels, dim=pcfg.dim, depth=pcfg.depth, heads=pcfg.heads, mlp=pcfg.mlp,
-                 patch=pcfg.patch, stride=pcfg.stride, grid=pcfg.grid, embed=pcfg.embed)
-tcfg = RT.Config(vocab=pcfg.vocab, hidden=pcfg.hidden, layers=pcfg.layers, heads=3, intermediate=pcfg.intermediate,
-                 positions=pcfg.positions, embed=pcfg.embed, eps=float(meta["clap.text.ln_eps"]))
-S, M, SEG = pcfg.seg_frames, pcfg.n_mels, pcfg.seg_samples
-
-
-# ------------------------------------------------------------------ data: the segment cut as wav2mel writes it
-def kept(n):
-    return -(-3 * min(n, 3 * SEG) // (3 * SEG))  # forward_audio's mask: ceil(3 * min(n, 30 s) / 30 s)
-
-
-g = torch.Generator().manual_seed(7)
-clips = ["c%d.wav" % i for i in range(6)]
-nsamp = [5000, 15000, 28800, 40000, 9600, 20000]  # 1, 2, 3, 3, 1, 3 segments
-mels = {k: torch.randn(kept(n) * S, M, generator=g) * 0.5 for k, n in zip(clips, nsamp)}
-PASST_HDR = {"frontend": "passt", "cut": "segments", "segment_samples": SEG, "segments": 3, "hop": 320,
-             "sr": 32000, "n_mels": M, "segment_frames": S}
-with open(path("mel.mp"), "wb") as f:
-    ws.write_stream(f, "wav2mel", ({"key": k, "mel": mels[k].numpy(), "samples": n} for k, n in zip(clips, nsamp)),
-                    params=PASST_HDR)
-CAPS = ["A dog barks twice, then a door slams!", "Rain falls on a tin roof.",
-        "Birds chirp while a CAR passes by on a wet road; people talk in the distance (faintly).", "Water drips",
-        "Someone is typing on a keyboard, and a phone rings - twice - before it stops.", "Wind howls outside",
-        "A man speaks and a crowd laughs", "Footsteps on gravel", "An engine idles, then revs up loudly",
-        "Thunder rumbles far away over the hills.", "A bell rings three times", "Children play in a park"]
-items = [(clips[i // 2], CAPS[i]) for i in range(12)]
-with open(path("caps.tsv"), "w") as f:
-    f.writelines("%s\t%s\n" % it for it in items)
-bpe = bperef.BPE(VOCAB, MERGES)
-IDS = [bpe.encode(bperef.salsa_preprocess(c), 32) for _, c in items]
+MODEL, sd, PAD, acfg, tcfg = D.model, D.sd, D.pad, D.acfg, D.tcfg
+S, M, SEG = D.S, D.M, D.seg
+clips, nsamp, mels, items, IDS = D.clips, D.nsamp, D.mels, D.items, D.ids
+PASST_HDR = D.header
+g = torch.Generator().manual_seed(8)
 
 
 # ------------------------------------------------------------------ the PyTorch reference
