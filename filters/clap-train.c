@@ -90,6 +90,16 @@ static const char usage[] =
     "      --text-dropout X, --text-attn-dropout X\n"
     "                           the text tower's hidden and attention dropout\n"
     "                           (RoBERTa 0.2, 0.2 as SALSA sets them; BERT 0.1, 0.1)\n"
+    "      --audio-list FILE    the clips' audio files (PATH or KEY<TAB>PATH lines, the\n"
+    "                           key a file's base name) instead of --mel: every\n"
+    "                           step's mel made from the waveform as SALSA's loader\n"
+    "                           and AugmentMelSTFT make it in training: a clip over\n"
+    "                           the fixed 30 s cut at a random offset, the mel edges\n"
+    "                           jittered (fmin + [0, 10), fmax + 1000 - [0, 2000) Hz),\n"
+    "                           both keyed by (seed, epoch, item)\n"
+    "      --no-jitter, --no-crop\n"
+    "                           without the jitter (fmin 0, fmax 15000 Hz), or with\n"
+    "                           the first 30 s of a longer clip (--audio-list)\n"
     "      --micro-bs N         run each batch in micro-batches of N items (the\n"
     "                           gradient cache: the loss and gradients of the whole\n"
     "                           batch, the memory of N items)\n"
@@ -116,7 +126,7 @@ enum { O_MEL = 256, O_CAPS, O_CSV, O_EPOCHS, O_BS, O_LR, O_LRAE, O_LRTE, O_LRAP,
        O_SCHED, O_WD, O_TAU, O_SEED, O_NOSHUF, O_NOAUG, O_FRAMES, O_TEACHER, O_LW, O_DW, O_NOQUIRK, O_MAXSTEPS,
        O_LOG, O_CKPT, O_RESUME, O_VAL, O_NEW, O_VOCAB, O_SAVEINIT, O_INITSEED, O_ACH, O_ABL, O_AW, O_NMELS, O_EMBED,
        O_TL, O_TW, O_TH, O_TF, O_TP, O_TML, O_MICRO, O_RECOMP, O_POT, O_POF, O_DROP, O_ADROP, O_DPATH, O_TDROP,
-       O_TADROP, O_SAVEGRADS };
+       O_TADROP, O_SAVEGRADS, O_AUDIOLIST, O_NOJITTER, O_NOCROP };
 
 /* C1,C2,...: the ConvBlock widths */
 static int parse_channels(const char *s, int *ch) {
@@ -177,6 +187,8 @@ int main(int argc, char **argv) {
         {"drop-rate", required_argument, 0, O_DROP}, {"attn-drop-rate", required_argument, 0, O_ADROP},
         {"drop-path-rate", required_argument, 0, O_DPATH}, {"text-dropout", required_argument, 0, O_TDROP},
         {"text-attn-dropout", required_argument, 0, O_TADROP}, {"save-grads", required_argument, 0, O_SAVEGRADS},
+        {"audio-list", required_argument, 0, O_AUDIOLIST}, {"no-jitter", no_argument, 0, O_NOJITTER},
+        {"no-crop", no_argument, 0, O_NOCROP},
         {"verbose", no_argument, 0, 'v'},          {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     clap_train_opts o;
@@ -242,6 +254,9 @@ int main(int argc, char **argv) {
         case O_MICRO: o.micro_bs = (int)parse_long("--micro-bs", optarg, 1, 1 << 16); break;
         case O_RECOMP: o.recompute = 1; break;
         case O_SAVEGRADS: o.save_grads = optarg; break;
+        case O_AUDIOLIST: o.audio_list = optarg; break;
+        case O_NOJITTER: o.jitter = 0; break;
+        case O_NOCROP: o.crop = 0; break;
         case O_POT: o.patchout_t = (int)parse_long("--patchout-t", optarg, 0, 1 << 16); break;
         case O_POF: o.patchout_f = (int)parse_long("--patchout-f", optarg, 0, 1 << 16); break;
         case O_DROP: o.drop_rate = parse_double("--drop-rate", optarg, 0, 0.999); break;
@@ -279,7 +294,8 @@ int main(int argc, char **argv) {
     if (!o.init && !o.resume && !o.new_model)
         die_usage("no model: give --init MODEL, --new (with sizes), or --resume CHECKPOINT");
     if (!init_only) {
-        if (!o.mel) die_usage("no mel stream: give --mel FILE");
+        if (!o.mel && !o.audio_list) die_usage("no mel stream: give --mel FILE (or, PaSST-RoBERTa, --audio-list FILE)");
+        if (o.mel && o.audio_list) die_usage("--mel and --audio-list: give one of them");
         if (!o.captions) die_usage("no captions: give --captions FILE");
         if (!o.out) die_usage("no output: give -o FILE");
     }

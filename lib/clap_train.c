@@ -16,6 +16,7 @@
 #include "clap_train.h"
 
 #include <ctype.h>
+#include <libgen.h>
 #include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audio.h"
 #include "bert_train.h"
 #include "bpe.h"
 #include "captions.h"
@@ -55,13 +57,16 @@ void clap_train_defaults(clap_train_opts *o) {
     o->init_seed = -1;
     o->patchout_t = 15, o->patchout_f = 2; /* ex_dcase24.py: s_patchout_t 15, s_patchout_f 2 */
     o->text_dropout = o->text_attn_dropout = -1;
+    o->jitter = o->crop = 1;
 }
 
 typedef struct {
     char *key;
     int T;
     int nseg;   /* PaSST: the kept 10-s segments, T = nseg * S */
-    float *mel; /* [T, M] */
+    float *mel; /* [T, M]; NULL for a clip of --audio-list (its mel is made each step) */
+    char *path; /* --audio-list: the audio file */
+    long n;     /* --audio-list: its samples at the model's rate */
 } clip;
 
 typedef struct {
@@ -257,7 +262,7 @@ static clip *read_mels(const char *path, int M, int *n, const atower *A) {
         if (*n == cap) cap = cap ? 2 * cap : 256, c = xrealloc(c, (size_t)cap * sizeof *c);
         c[*n].key = xstrdup(rec.key);
         c[*n].T = (int)t->shape[0];
-        c[*n].nseg = 0;
+        c[*n].nseg = 0, c[*n].path = NULL, c[*n].n = 0;
         size_t numel = t->numel;
         if (A->pt) {
             /* forward_audio's mask: the segments the clip's true length keeps */
@@ -279,6 +284,75 @@ static clip *read_mels(const char *path, int M, int *n, const atower *A) {
     ws_reader_close(r);
     if (!*n) die("%s: no mel records", path);
     return c;
+}
+
+/* --audio-list: "PATH" or "KEY<TAB>PATH" lines (the key a file's base name, as
+ * wav2mel keys it); every file decoded once here, to name a bad one now and
+ * to know its length (the segments its mask keeps) */
+static clip *read_audio_list(const char *list, const atower *A, const audio_opts *ao, int *n) {
+    FILE *f = fopen(list, "r");
+    if (!f) die("cannot open %s: %m", list);
+    clip *c = NULL;
+    int cap = 0;
+    char *line = NULL, err[600];
+    size_t lcap = 0;
+    ssize_t len;
+    long ln = 0;
+    audio_buf ab = {0};
+    while ((len = getline(&line, &lcap, f)) >= 0) {
+        ln++;
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len) continue;
+        char *tab = strchr(line, '\t'), *path = tab ? tab + 1 : line, *key;
+        if (tab) {
+            *tab = 0;
+            key = line;
+        } else {
+            char *tmp = xstrdup(path);
+            key = xstrdup(basename(tmp));
+            free(tmp);
+        }
+        if (!*key || !*path) die("%s: line %ld: an empty key or path", list, ln);
+        for (int i = 0; i < *n; i++)
+            if (!strcmp(c[i].key, key)) die("%s: line %ld: key '%s' appears twice", list, ln, key);
+        if (audio_load(path, ao, &ab, err, sizeof err)) die("%s: line %ld: %s: %s", list, ln, path, err);
+        if (!ab.n) die("%s: line %ld: %s: no samples", list, ln, path);
+        if (*n == cap) cap = cap ? 2 * cap : 256, c = xrealloc(c, (size_t)cap * sizeof *c);
+        clip *x = &c[(*n)++];
+        memset(x, 0, sizeof *x);
+        x->key = tab ? xstrdup(key) : key, x->path = xstrdup(path), x->n = (long)ab.n;
+        /* forward_audio's mask: min(n, the fixed length) decides, crop or not */
+        x->nseg = pmel_kept_segments(x->n, A->seg_samples, A->nseg), x->T = x->nseg * A->S;
+    }
+    free(line);
+    audio_free(&ab);
+    fclose(f);
+    if (!*n) die("%s: no audio files", list);
+    return c;
+}
+
+/* --audio-list: clip c's mel for this step into out[c->nseg * S, M] (SALSA's
+ * get_item and AugmentMelSTFT): the waveform at the model's rate; a clip
+ * longer than the fixed length cut to it at a random offset (augment && crop:
+ * __get_fixed_length_audio__'s torch.randint(n - L + 1); else its first L
+ * samples, as wav2mel does); each kept piece's mel with the edges jittered
+ * (augment && jitter: preprocess.py's randint draws, keyed by the item's key;
+ * the published code draws once per batch) */
+static void wave_mel(const clip *c, const atower *A, const audio_opts *ao, audio_buf *ab, pmel_state *ps,
+                     const pmel_config *pc, int augment, int crop, int jitter, uint64_t key, long seed, float *out) {
+    char err[600];
+    if (audio_load(c->path, ao, ab, err, sizeof err)) die("%s: %s", c->path, err);
+    if ((long)ab->n != c->n) die("%s: %zu samples now, %ld when training began: the file changed", c->path, ab->n, c->n);
+    long L = (long)A->nseg * A->seg_samples, off = 0, n = c->n;
+    if (n > L) {
+        if (augment && crop) off = (long)(mix(key ^ 0x63726f70ULL) % (uint64_t)(n - L + 1));
+        n = L;
+    }
+    double flo = pc->fmin, fhi = pc->fmax;
+    if (augment && jitter) pmel_jitter(pc, (unsigned long long)seed, key, &flo, &fhi);
+    if (tool_verbose > 1)
+        infox("audio '%s': samples %ld..%ld of %ld, mel edges %g..%g Hz", c->key, off, off + n, c->n, flo, fhi);
+    pmel_compute_segments(ps, ab->x + off, (size_t)n, (size_t)A->seg_samples, c->nseg, flo, fhi, out);
 }
 
 static int find_clip(const clip *c, int n, const char *key) {
@@ -617,7 +691,7 @@ int clap_train_run(const clap_train_opts *o) {
         snprintf(init_name, sizeof init_name, "%s%s%s", source, o->save_init ? ", saved as " : "",
                  o->save_init ? o->save_init : "");
         if (!tool_quiet && o->save_init) infox("new model written to %s", o->save_init);
-        if (!o->mel) return EXIT_OK; /* --save-init alone */
+        if (!o->mel && !o->audio_list) return EXIT_OK; /* --save-init alone */
     }
     gemm_init(o->threads);
     atower Aw, *A = &Aw;
@@ -665,7 +739,26 @@ int clap_train_run(const clap_train_opts *o) {
     st_close(f);
 
     int nclips = 0;
-    clip *clips = read_mels(o->mel, M, &nclips, A);
+    clip *clips;
+    audio_opts ao;
+    pmel_config pc;
+    pmel_state *ps = NULL;
+    audio_buf ab = {0};
+    if (o->audio_list) {
+        if (Ac) die("--audio-list: a PaSST-RoBERTa option (CNN14-BERT trains on a wav2mel stream, --mel)");
+        audio_opts_default(&ao);
+        ao.sr = A->sr ? A->sr : 32000;
+        /* hear21passt's AugmentMelSTFT as models/audio/passt.py builds it, the model's bins, hop and rate */
+        pmel_config_default(&pc);
+        pc.n_mels = M, pc.hop = A->hop, pc.sr = ao.sr;
+        const char *why = pmel_config_check(&pc);
+        if (why) die("%s: the PaSST front end for this model: %s", src, why);
+        ps = pmel_init(&pc);
+        clips = read_audio_list(o->audio_list, A, &ao, &nclips);
+    } else {
+        clips = read_mels(o->mel, M, &nclips, A);
+    }
+    const char *clipsrc = o->audio_list ? o->audio_list : o->mel;
     int frames = o->frames;
     if (!frames)
         for (int i = 0; i < nclips; i++) frames = clips[i].T > frames ? clips[i].T : frames;
@@ -673,7 +766,7 @@ int clap_train_run(const clap_train_opts *o) {
 
     /* the items, in caption-file order */
     int nit = 0;
-    item *it = read_items(o->captions, o->csv, clips, nclips, o->mel, &tk, Tx->c.max_len, &nit);
+    item *it = read_items(o->captions, o->csv, clips, nclips, clipsrc, &tk, Tx->c.max_len, &nit);
     clip *vclips = NULL;
     item *vit = NULL;
     int nvclips = 0, nvit = 0;
@@ -743,6 +836,9 @@ int clap_train_run(const clap_train_opts *o) {
     const clip **bcl = xmalloc((size_t)Bl * sizeof *bcl); /* PaSST: this rank's clips of the batch */
     int *tof = xmalloc((size_t)(Bl + 1) * sizeof(int));    /* their captions' first token in bids */
     int mb = o->micro_bs && o->micro_bs < Bl ? o->micro_bs : Bl; /* items a micro-batch */
+    /* --audio-list: this rank's clips' mels of the step */
+    clip *wcl = o->audio_list ? xcalloc((size_t)Bl, sizeof *wcl) : NULL;
+    float *wmel = o->audio_list ? xmalloc((size_t)Bl * A->nseg * A->S * M * sizeof(float)) : NULL;
     FILE *logf = NULL;
     if (o->log && lead) {
         if (!(logf = fopen(o->log, "w"))) die("cannot create %s: %m", o->log);
@@ -785,6 +881,12 @@ int clap_train_run(const clap_train_opts *o) {
                 tof[jl] = Lsum;
                 if (!Ac) { /* PaSST: the clip's kept segments, whole (passt_clips_forward) */
                     bcl[jl] = cl;
+                    if (o->audio_list) {
+                        wcl[jl] = *cl;
+                        wcl[jl].mel = wmel + (size_t)jl * A->nseg * A->S * M;
+                        wave_mel(cl, A, &ao, &ab, ps, &pc, o->augment, o->crop, o->jitter, key, o->seed, wcl[jl].mel);
+                        bcl[jl] = &wcl[jl];
+                    }
                     memcpy(bids + Lsum, x->ids, (size_t)x->ntok * sizeof(int32_t));
                     blen[jl] = x->ntok, Lsum += x->ntok;
                     dka[jl] = key, dkt[jl] = mix(key);
@@ -890,7 +992,10 @@ int clap_train_run(const clap_train_opts *o) {
         if (!tool_quiet) infox("%ld steps; model written to %s", step, o->out);
     }
 
-    for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel);
+    for (int i = 0; i < nclips; i++) free(clips[i].key), free(clips[i].mel), free(clips[i].path);
+    free(wcl), free(wmel);
+    audio_free(&ab);
+    if (ps) pmel_free(ps);
     for (int i = 0; i < nvclips; i++) free(vclips[i].key), free(vclips[i].mel);
     for (int i = 0; i < nvit; i++) free(vit[i].ids), free(vit[i].text), free(vit[i].key);
     free(vclips), free(vit);

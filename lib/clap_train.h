@@ -38,6 +38,9 @@ typedef struct {
     int patchout_t, patchout_f;                 /* structured patchout: 15, 2 (ex_dcase24.py) */
     double drop_rate, attn_drop_rate, drop_path_rate; /* PaSST's: 0, 0, 0 (passt.py's defaults) */
     double text_dropout, text_attn_dropout;
+    const char *audio_list;  /* PaSST: the clips' audio files ("PATH" or "KEY<TAB>PATH" lines) instead of --mel: each
+                                step's mel computed from the waveform, with SALSA's random 30-s crop and mel jitter */
+    int jitter, crop;        /* 1, 1: the mel edges' jitter and the random crop of longer clips (--audio-list) */
     const char *save_grads;  /* the first step's summed gradients written there (tests) */     /* the text tower's (< 0: the model's: RoBERTa 0.2, 0.2; BERT 0.1, 0.1) */
 } clap_train_opts;
 

@@ -29,7 +29,15 @@ of 4, items in file order (--no-shuffle):
      the same bytes; --val writes OUT.best; clap-audio and clap-text read the
      trained model;
   5. refusals: a WavCaps mel stream, a whole-clip PaSST stream, --micro-bs on
-     a CNN14-BERT model, --frames on a PaSST model."""
+     a CNN14-BERT model, --frames on a PaSST model;
+  6. --audio-list (the mel made from the waveform every step): with
+     --no-augment the run on wav2mel --frontend passt's stream of the same
+     files, bit for bit; jitter and random crops on (patchout and dropout
+     off, lr 0): each step's loss = PyTorch's on passtmelref's mel of the
+     crop and edges the run drew (-vv), within 1e-6; the draws in range
+     (fmin 0..9, fmax 14001..16000 Hz, the 40000-sample clip cut to 28800 at
+     [0, 11200]); 1 and 2 threads the same; --no-jitter --no-crop = the
+     stream's run with patchout and dropout on."""
 import filecmp
 import os
 import shutil
@@ -86,9 +94,10 @@ class Ref(torch.nn.Module):
             out.append((n, p, 3 if n.startswith(RT.PROJ) else 1))
         return out
 
-    def forward(self, idx):
-        """SALSA's forward_audio / forward_sentence on items idx: unnormalised a, t [B, E]"""
-        segs = [mels[items[i][0]].reshape(-1, S, M) for i in idx]
+    def forward(self, idx, item_mels=None):
+        """SALSA's forward_audio / forward_sentence on items idx (item_mels: each item's own mel, else its
+        clip's): unnormalised a, t [B, E]"""
+        segs = [(item_mels[r] if item_mels else mels[items[i][0]]).reshape(-1, S, M) for r, i in enumerate(idx)]
         f = self.audio.passt(torch.cat(segs).to(self.dt).transpose(1, 2)[:, None])  # [segments, D]
         feats, k = [], 0
         for s_ in segs:
@@ -342,6 +351,89 @@ rc, err = run("-o", path("val.st"), "--epochs", 2, "--val", "%s,%s" % (path("mel
 vals = [l for l in open(path("val.tsv")).read().splitlines() if l.startswith("# epoch")] if rc == 0 else []
 check("--val: mAP@10 logged after each epoch, the best epoch's model written", rc == 0 and len(vals) == 2
       and os.path.exists(path("val.st.best")), err[-300:])
+
+# ------------------------------------------------------------------ 6. --audio-list: the mel made each step
+import soundfile as sf  # noqa: E402
+import passtmelref  # noqa: E402
+
+wav = {}
+rng = np.random.default_rng(12)
+with open(path("audio.list"), "w") as f:
+    for k, n in zip(clips, nsamp):
+        t = np.arange(n) / 32000
+        x = (0.3 * np.sin(2 * np.pi * (200 + 300 * rng.random()) * t) + 0.05 * rng.standard_normal(n)).astype(np.float32)
+        sf.write(path(k), x, 32000, subtype="FLOAT")
+        wav[k] = x
+        f.write(path(k) + "\n")
+W2M = [tool("wav2mel"), "-q", "--frontend", "passt", "--n-mels", str(M), "--segment-seconds", "0.3", "--segments", "3",
+       "-j", "1"]
+with open(path("wmel2.mp"), "wb") as fo:
+    r = subprocess.run(W2M + [path(k) for k in clips], stdout=fo, stderr=subprocess.PIPE)
+check("setup: wav2mel --frontend passt cuts the 6 audio files", r.returncode == 0, r.stderr.decode()[-300:])
+LIST = ["--epochs", 2, "--log", path("wl.tsv")]
+rc1, e1 = run("-o", path("wl-mel.st"), "--no-augment", *LIST, mel=path("wmel2.mp"))
+r2 = subprocess.run([tool("clap-train"), "--init", MODEL, "--audio-list", path("audio.list"), "--captions",
+                     path("caps.tsv"), "--bs", "4", "--no-shuffle", "-j", "1", "-q", "-o", path("wl-list.st"),
+                     "--no-augment", "--epochs", "2"], capture_output=True, text=True)
+check("--audio-list, --no-augment: the tensors of the run on wav2mel's stream of the same files, bit for bit",
+      rc1 == 0 and r2.returncode == 0 and same_tensors(path("wl-mel.st"), path("wl-list.st")), (e1 + r2.stderr)[-300:])
+
+
+def list_run(*args, threads=1):
+    r = subprocess.run([tool("clap-train"), "--init", MODEL, "--audio-list", path("audio.list"), "--captions",
+                        path("caps.tsv"), "--bs", "4", "--no-shuffle", "-j", str(threads), "-vv"]
+                       + [str(a) for a in args], capture_output=True, text=True)
+    draws = [l for l in r.stderr.splitlines() if "mel edges" in l]
+    return r.returncode, r.stderr, draws
+
+
+# jitter and crop on, patchout and dropout off, lr 0: every step's loss is SALSA's on the drawn crop and edges
+OFF = ["--patchout-t", 0, "--patchout-f", 0, "--text-dropout", 0, "--text-attn-dropout", 0, "--lr", 0]
+rc, err, draws = list_run("-o", path("wj.st"), "--epochs", 1, "--log", path("wj.tsv"), *OFF)
+ok = rc == 0 and len(draws) == 12
+parsed = []
+for l in draws:  # clap-train: audio 'c3.wav': samples 123..28923 of 40000, mel edges 7..15421 Hz
+    key = l.split("'")[1]
+    a, b = l.split("samples ")[1].split(" of ")[0].split("..")
+    lo, hi = l.split("mel edges ")[1].split(" Hz")[0].split("..")
+    parsed.append((key, int(a), int(b), float(lo), float(hi)))
+dev = 1.0
+if ok:
+    dev = 0.0
+    cl = [float(r[3]) for r in log_rows(path("wj.tsv"))]
+    m = Ref()
+    for s_ in range(3):
+        jm = []
+        for i in range(4 * s_, 4 * s_ + 4):
+            key, a, b, lo, hi = parsed[i]
+            jm.append(torch.tensor(passtmelref.passt_mel_segments(
+                wav[key][a:b], seg_samples=SEG, nseg=3, n_mels=M, fmin=lo, fmax=hi), dtype=torch.float32))
+        with torch.no_grad():
+            a_, t_ = m(list(range(4 * s_, 4 * s_ + 4)), jm)
+            ref = CT.salsa_loss(a_, t_, aid(list(range(4 * s_, 4 * s_ + 4))))[2].item()
+        dev = max(dev, abs(cl[s_] - ref) / abs(ref))
+check("--audio-list, jitter and crop on (patchout, dropout off): each step's loss = PyTorch's on the drawn crops "
+      "and edges (passtmelref's mel) within 1e-6", ok and dev < 1e-6, "%s %.2e %s" % (len(draws), dev, err[-300:]))
+note("--audio-list with jitter and crop: the 3 steps' losses vs PyTorch: %.1e" % dev)
+fl = [p[3] for p in parsed]
+fh = [p[4] for p in parsed]
+crops = [p for p in parsed if p[0] == "c3.wav"]
+check("the draws: fmin in {0..9}, fmax in {14001..16000} Hz, integers, not all equal; the 40000-sample clip cut "
+      "to its 28800 at offsets in [0, 11200], the shorter ones whole",
+      ok and all(0 <= x < 10 and x == int(x) for x in fl) and all(14000 < x <= 16000 and x == int(x) for x in fh)
+      and len(set(fh)) > 1 and crops and all(b - a == 28800 and 0 <= a <= 11200 for _, a, b, _, _ in crops)
+      and all(b - a == n for (k, a, b, _, _) in parsed for kk, n in zip(clips, nsamp) if k == kk != "c3.wav"),
+      parsed[:4])
+rc, err, d2 = list_run("-o", path("wj2.st"), "--epochs", 3, *AUG)
+rcb, errb, d3 = list_run("-o", path("wj3.st"), "--epochs", 3, *AUG, threads=2)
+offs = sorted({p.split("samples ")[1].split("..")[0] for p in d2 if "'c3.wav'" in p})
+check("--audio-list, everything on: 1 and 2 threads, the same draws and tensors; the long clip's crop differs "
+      "between epochs (%s)" % offs, rc == rcb == 0 and d2 == d3 and same_tensors(path("wj2.st"), path("wj3.st"))
+      and len(offs) > 1, (err + errb)[-300:])
+rc, err, _ = list_run("-o", path("wj4.st"), "--epochs", 2, "--no-jitter", "--no-crop", *AUG)
+rc5, err5 = run("-o", path("wj5.st"), "--epochs", 2, *AUG, mel=path("wmel2.mp"))
+check("--audio-list --no-jitter --no-crop, patchout and dropout on: the tensors of the run on wav2mel's stream",
+      rc == rc5 == 0 and same_tensors(path("wj4.st"), path("wj5.st")), (err + err5)[-300:])
 
 # ------------------------------------------------------------------ 5. refusals
 rc, err = run("-o", path("bad.st"), "--mel", path("wmel.mp"))
