@@ -8,8 +8,10 @@ here fc1 is audio_proj.0, WavCaps' CNN14 having none).
       the loss, every trained tensor's gradient (CNN14, audio_proj.0, the
       head), the weights after the AdamW step, BatchNorm's running statistics;
       audio_proj.2 and the text tower unchanged bit for bit;
-  (2) learning: a small new CNN14 on 3 synthetic tone classes (multi-label)
-      reaches a validation mAP far above the class prior;
+  (2) learning: a small new CNN14 on 3 synthetic tone classes (multi-label,
+      short events over noise), 60 steps without augmentation (SpecAugment's
+      published 64-frame stripes would blank these 48-frame clips), reaches
+      a validation mAP and mean AUC >= 0.9 (the class prior: 0.5);
   (3) bad input: unknown keys named, exit 3 (model still written); an
       unreadable label file exit 2; usage errors exit 1;
   (4) the output is read by clap-audio (same embeddings as the input model's
@@ -204,9 +206,9 @@ SZ = ["--audio-channels", "8,16,32", "--n-mels", M, "--embed", 32, "--text-layer
 rc, err = run("clap-train", "--new", "--vocab", VOCAB, *SZ, "--save-init", path("new.st"), "--init-seed", 2)
 check("a new small CNN14-BERT (clap-train --new --save-init)", rc == 0, err[-300:])
 rc, err = run("tag-train", "--init", path("new.st"), "--mel", path("tr.mp"), "--labels", path("tr.jsonl"),
-              "--val", path("va.mp") + "," + path("va.tsv"), "-o", path("learn.st"), "--bs", 16, "--epochs", 15,
-              "--log", path("learn.tsv"))
-check("15 epochs of 3 batches (exit 0)", rc == 0, err[-400:])
+              "--val", path("va.mp") + "," + path("va.tsv"), "-o", path("learn.st"), "--bs", 16, "--epochs", 20,
+              "--no-augment", "--log", path("learn.tsv"))
+check("20 epochs of 3 batches, --no-augment (exit 0)", rc == 0, err[-400:])
 maps = [float(l.split("\t")[2]) for l in open(path("learn.tsv")) if l.startswith("# epoch")] if rc == 0 else [0.0]
 aucs = [float(l.split("\t")[4]) for l in open(path("learn.tsv")) if l.startswith("# epoch")] if rc == 0 else [0.0]
 Y = np.array([[c in s for c in range(3)] for s in va], dtype=np.float64)
@@ -216,7 +218,7 @@ check("it learns: mean AUC ends >= 0.9", aucs[-1] >= 0.9, aucs)
 note("learning: val mAP %.3f after epoch 1, %.3f after epoch %d (prior %.3f); mean AUC %.3f -> %.3f"
      % (maps[0], maps[-1], len(maps), prior, aucs[0], aucs[-1]))
 check("the summary line names the steps, validation figures and the output",
-      "45 steps" in err and "validation mAP" in err and "model written to" in err, err[-300:])
+      "60 steps" in err and "validation mAP" in err and "model written to" in err, err[-300:])
 mo = sttools.load(path("learn.st"))[1] if rc == 0 else {}
 check("tag.classes: the sorted set of the training labels", json.loads(mo.get("tag.classes", "null")) == names,
       mo.get("tag.classes"))
