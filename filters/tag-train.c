@@ -51,7 +51,7 @@ static const char usage[] =
     "      --save-grads FILE    the first step's gradients as a safetensors file\n"
     "                           (for tests)\n"
     "  -j, --threads N          threads for the matrix products (default: all cores)\n"
-    "  -v, --verbose            a line per step\n"
+    "  -v, --verbose            each class's validation AP; -vv: a line per step\n"
     "  -q, --quiet              no progress, no summary\n"
     "  -h, --help               show this help\n"
     "\n"

@@ -271,13 +271,14 @@ static void column(sy *v, const float *scores, const float *y, int n, int K, int
 
 /* sklearn average_precision_score: sum over distinct thresholds of
  * (R_i - R_{i-1}) P_i, tied scores one threshold */
-double tag_map(const float *scores, const float *y, int n, int K, int *nap) {
+double tag_map(const float *scores, const float *y, int n, int K, int *nap, double *per) {
     sy *v = xmalloc((size_t)n * sizeof *v);
     double sum = 0;
     *nap = 0;
     for (int k = 0; k < K; k++) {
         int P;
         column(v, scores, y, n, K, k, &P);
+        if (per) per[k] = NAN;
         if (!P) continue;
         double ap = 0, tp = 0, prev_r = 0;
         for (int i = 0; i < n;) {
@@ -287,6 +288,7 @@ double tag_map(const float *scores, const float *y, int n, int K, int *nap) {
             ap += (r - prev_r) * prec, prev_r = r;
             i = j;
         }
+        if (per) per[k] = ap;
         sum += ap, (*nap)++;
     }
     free(v);
@@ -442,7 +444,7 @@ static void write_grads(const char *out, const tagger *tg) {
 }
 
 /* validation in eval mode (each clip alone at its own length, as clap-audio): mAP and mean AUC */
-static void validate(tagger *tg, const tclip *c, int n, double *map, double *auc, int *nap, int *nauc) {
+static void validate(tagger *tg, const tclip *c, int n, double *map, double *auc, int *nap, int *nauc, double *per) {
     int K = tg->K;
     float *s = xmalloc((size_t)n * K * sizeof(float)), *y = xmalloc((size_t)n * K * sizeof(float));
     float *e = xmalloc((size_t)tg->E * sizeof(float));
@@ -452,7 +454,7 @@ static void validate(tagger *tg, const tclip *c, int n, double *map, double *auc
         for (int k = 0; k < K; k++) s[(size_t)i * K + k] = sigmoidf_(s[(size_t)i * K + k]);
         memcpy(y + (size_t)i * K, c[i].y, (size_t)K * sizeof(float));
     }
-    *map = tag_map(s, y, n, K, nap);
+    *map = tag_map(s, y, n, K, nap, per);
     *auc = tag_auc(s, y, n, K, nauc);
     free(s), free(y), free(e);
 }
@@ -465,7 +467,7 @@ static void free_clips(tclip *c, int n) {
 int tag_train_run(const tag_train_opts *o) {
     char err[700];
     gemm_init(o->threads);
-    tagger T = {0}, *tg = &T;
+    tagger tgv = {0}, *tg = &tgv;
     if (!(tg->m = cnn14t_load(o->init, err, sizeof err))) die("%s", err);
     cnn14t *m = tg->m;
     if (!o->augment) m->dropout = 0, m->specaug = 0;
@@ -649,7 +651,7 @@ int tag_train_run(const tag_train_opts *o) {
                 fprintf(logf, "%ld\t%d\t%d\t%.9g\t%.9g\t%.3f\n", step, ep + 1, b + 1, loss, lr, now_seconds() - t0);
                 fflush(logf);
             }
-            if (tool_verbose) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step, ep + 1, b + 1, nb, loss);
+            if (tool_verbose > 1) infox("step %ld (epoch %d, batch %d/%d): loss %.6f", step, ep + 1, b + 1, nb, loss);
             if (o->stop && *o->stop) {
                 stopped = 1;
                 b++;
@@ -659,7 +661,14 @@ int tag_train_run(const tag_train_opts *o) {
         if (!tool_quiet && b) infox("epoch %d: mean loss %.6f over %d steps", ep + 1, esum / b, b);
         if (nv && b >= nb) {
             int nap, nauc;
-            validate(tg, vclips, nv, &vmap, &vauc, &nap, &nauc);
+            double *per = xmalloc((size_t)K * sizeof(double));
+            validate(tg, vclips, nv, &vmap, &vauc, &nap, &nauc, per);
+            for (int k = 0; k < K && tool_verbose; k++) {
+                int pos = 0;
+                for (int i = 0; i < nv; i++) pos += vclips[i].y[k] > 0;
+                infox("epoch %d: class %s: AP %.4f (%d of %d clips)", ep + 1, cls[k], per[k], pos, nv);
+            }
+            free(per);
             if (!tool_quiet)
                 infox("epoch %d: validation mAP %.4f (%d classes), mean AUC %.4f (%d classes), %d clips", ep + 1, vmap,
                       nap, vauc, nauc, nv);

@@ -37,8 +37,9 @@ int tag_train_run(const tag_train_opts *o);
 /* Metrics of scores[n, K] against targets y[n, K] (0/1): the mean over
  * classes with a positive of sklearn's average_precision_score, and the mean
  * over classes with a positive and a negative of roc_auc_score (ties: average
- * ranks); *nap, *nauc: the classes counted. */
-double tag_map(const float *scores, const float *y, int n, int K, int *nap);
+ * ranks); *nap, *nauc: the classes counted; per[K] (or NULL): each class's
+ * AP (NaN without a positive). */
+double tag_map(const float *scores, const float *y, int n, int K, int *nap, double *per);
 double tag_auc(const float *scores, const float *y, int n, int K, int *nauc);
 
 #endif
