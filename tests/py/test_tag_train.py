@@ -232,6 +232,18 @@ rc, err = run("tag-train", "--init", MODEL, "--mel", path("m.mp"), "--labels", p
               "--bs", 2, "--epochs", 1, "--no-augment", "-q")
 check("a clip without labels and a label key without audio: both named, exit 3, the model still written",
       rc == 3 and keys[-1] in err and "ghost.wav" in err and os.path.exists(path("b.st")), (rc, err[-400:]))
+# --classes: a label outside the list named and ignored (exit 3); the list, sorted, is the head's
+with open(path("cls.txt"), "w") as f:
+    f.write("# the head's classes\nwind\nbell\ndog\nrain\nsiren\nzebra\n")
+with open(path("l4.tsv"), "w") as f:
+    f.writelines("%s\t%s,yak\n" % (k, classes[i % K]) for i, k in enumerate(keys))
+rc, err = run("tag-train", "--init", MODEL, "--mel", path("m.mp"), "--labels", path("l4.tsv"), "--classes",
+              path("cls.txt"), "-o", path("c4.st"), "--bs", 3, "--epochs", 1, "--no-augment", "-q",
+              "--val", path("m.mp"))
+mo = sttools.load(path("c4.st"))[1] if os.path.exists(path("c4.st")) else {}
+check("--classes: a label outside the list ('yak') named, exit 3; tag.classes the sorted list (6 classes)",
+      rc == 3 and "'yak'" in err and json.loads(mo.get("tag.classes", "null")) ==
+      ["bell", "dog", "rain", "siren", "wind", "zebra"], (rc, err[-300:]))
 rc, err = run("tag-train", "--init", MODEL, "--mel", path("m.mp"), "--labels", path("nonexistent.tsv"),
               "-o", path("x.st"))
 check("an unreadable label file: named, exit 2, no output", rc == 2 and "nonexistent.tsv" in err and
