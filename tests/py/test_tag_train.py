@@ -85,9 +85,18 @@ mi = dict(meta)
 mi["tag.classes"] = json.dumps(classes)
 sttools.save(path("init.st"), ti, mi)
 LR = 1e-3
+# validation clips of several lengths, random labels (AP and AUC checked against sklearn)
+NV = 23
+vmel = [torch.randn(64 + 7 * i, cfg.n_mels, generator=g) * 12 - 45 for i in range(NV)]
+vy = (torch.rand(NV, K, generator=g) < 0.35).float()
+for i in range(NV):
+    vy[i, (3 * i) % K] = 1
+write_mels(path("v.mp"), {"v%d.wav" % i: m.numpy() for i, m in enumerate(vmel)})
+with open(path("v.tsv"), "w") as f:
+    f.writelines("v%d.wav\t%s\n" % (i, ",".join(classes[j] for j in range(K) if vy[i, j] > 0)) for i in range(NV))
 rc, err = run("tag-train", "--init", path("init.st"), "--mel", path("m.mp"), "--labels", path("l.tsv"),
               "-o", path("one.st"), "--bs", B, "--epochs", 1, "--no-augment", "--no-shuffle", "--lr", LR,
-              "--save-grads", path("g.st"), "--log", path("one.tsv"), "-q")
+              "--save-grads", path("g.st"), "--log", path("one.tsv"), "-q", "--val", path("v.mp") + "," + path("v.tsv"))
 check("one step on the test CLAP (exit 0)", rc == 0, err[-400:])
 
 
@@ -140,6 +149,27 @@ if rc == 0:
     check("the output holds the head and tag.classes (a JSON list), every input tensor, no more",
           set(to) == set(ti) and to["tag.fc_audioset.weight"].shape == (K, E) and
           json.loads(mo.get("tag.classes", "null")) == classes, sorted(set(to) ^ set(ti))[:4])
+
+# validation: eval mode (running statistics), each clip alone; sklearn's metrics, class by class
+if rc == 0:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    m = R.Clap(cfg, cnn_dropout=0.0, bert_dropout=0.0).double()
+    m.load_published({k: torch.from_numpy(v.copy()).double() for k, v in to.items()
+                      if not k.startswith("tag.") and v.dtype == np.float32})
+    m.eval()
+    Wt = torch.from_numpy(to["tag.fc_audioset.weight"].copy()).double()
+    bt = torch.from_numpy(to["tag.fc_audioset.bias"].copy()).double()
+    with torch.no_grad():
+        sc = np.stack([torch.sigmoid(F.relu(m.audio_proj[0](m.audio_encoder.audio_enc(v[None].double()))) @ Wt.T + bt)
+                       .numpy()[0] for v in vmel])
+    Yv = vy.numpy()
+    ap = float(np.mean([average_precision_score(Yv[:, k], sc[:, k]) for k in range(K)]))
+    auc = float(np.mean([roc_auc_score(Yv[:, k], sc[:, k]) for k in range(K)]))
+    vl = [l.split("\t") for l in open(path("one.tsv")) if l.startswith("# epoch")]
+    check("validation mAP and mean AUC = sklearn's on PyTorch's eval-mode scores (1e-5)", len(vl) == 1 and
+          abs(float(vl[0][2]) - ap) <= 1e-5 and abs(float(vl[0][4]) - auc) <= 1e-5, (vl, ap, auc))
+    note("validation after the step: mAP %s (sklearn %.6f), mean AUC %s (sklearn %.6f)"
+         % (vl[0][2] if vl else "?", ap, vl[0][4].strip() if vl else "?", auc))
 
 # ------------------------------------------------------------------ (4) read by the other tools
 if rc == 0:
