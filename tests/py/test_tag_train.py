@@ -7,7 +7,8 @@ here fc1 is audio_proj.0, WavCaps' CNN14 having none).
       (scripts/claptrainref.py's CNN14 in training mode + the head, float64):
       the loss, every trained tensor's gradient (CNN14, audio_proj.0, the
       head), the weights after the AdamW step, BatchNorm's running statistics;
-      audio_proj.2 and the text tower unchanged bit for bit;
+      audio_proj.2 and the text tower unchanged bit for bit; the validation
+      mAP and mean AUC = sklearn's on PyTorch's eval-mode scores;
   (2) learning: a small new CNN14 on 3 synthetic tone classes (multi-label,
       short events over noise), 60 steps without augmentation (SpecAugment's
       published 64-frame stripes would blank these 48-frame clips), reaches
