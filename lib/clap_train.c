@@ -431,10 +431,10 @@ static double validate(atower *A, bertt *Tx, const clip *clips, int nclips, cons
     float *au = xmalloc((size_t)nclips * E * sizeof(float)), *tx = xmalloc((size_t)nit * E * sizeof(float));
     if (A->cnn)
         for (int i = 0; i < nclips; i++) cnn14t_forward_eval(A->cnn, au + (size_t)i * E, clips[i].mel, 1, clips[i].T);
-    else /* PaSST without keys: passt.py in eval mode; 8 clips (at most 24 segments) a pass */
-        for (int i = 0; i < nclips; i += 8) {
-            const clip *cl[8];
-            int n = nclips - i < 8 ? nclips - i : 8;
+    else /* PaSST without keys: passt.py in eval mode; 2 clips (at most 6 segments: their activations are kept) a pass */
+        for (int i = 0; i < nclips; i += 2) {
+            const clip *cl[2];
+            int n = nclips - i < 2 ? nclips - i : 2;
             for (int j = 0; j < n; j++) cl[j] = &clips[i + j];
             passt_clips_forward(A, au + (size_t)i * E, cl, n, NULL);
         }
