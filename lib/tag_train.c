@@ -52,7 +52,13 @@ typedef struct {
 } lfile;
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-static int cmp_entry(const void *a, const void *b) { return strcmp(((const lentry *)a)->key, ((const lentry *)b)->key); }
+static int cmp_key(const void *a, const void *b) { return strcmp(((const lentry *)a)->key, ((const lentry *)b)->key); }
+/* by key, then line: a repeated key's first line first (qsort is not stable) */
+static int cmp_entry(const void *a, const void *b) {
+    int c = cmp_key(a, b);
+    long la = ((const lentry *)a)->line, lb = ((const lentry *)b)->line;
+    return c ? c : (la > lb) - (la < lb);
+}
 
 static void add_label(lentry *e, const char *s, size_t len) {
     while (len && (*s == ' ' || *s == '\t' || *s == '\r')) s++, len--;
@@ -131,17 +137,20 @@ static void read_labels(lfile *L, const char *path, long *bad) {
     }
     free(buf);
     qsort(L->e, (size_t)L->n, sizeof *L->e, cmp_entry);
-    for (int i = 1; i < L->n; i++)
-        if (!strcmp(L->e[i].key, L->e[i - 1].key)) {
-            warnx_("%s: line %ld: key '%s' again (first on line %ld): its labels are added to the first", path,
-                   L->e[i].line, L->e[i].key, L->e[i - 1].line);
-            (*bad)++;
+    for (int i = 1, first = 0; i < L->n; i++) {
+        if (strcmp(L->e[i].key, L->e[first].key)) {
+            first = i;
+            continue;
         }
+        warnx_("%s: line %ld: key '%s' again (first on line %ld): its labels are added to the first", path,
+               L->e[i].line, L->e[i].key, L->e[first].line);
+        (*bad)++;
+    }
 }
 
 static const lentry *find_entry(const lfile *L, const char *key) {
     lentry k = {(char *)key, 0, NULL, 0};
-    const lentry *e = bsearch(&k, L->e, (size_t)L->n, sizeof k, cmp_entry);
+    const lentry *e = bsearch(&k, L->e, (size_t)L->n, sizeof k, cmp_key);
     while (e && e > L->e && !strcmp(e[-1].key, key)) e--; /* the first of repeated keys */
     return e;
 }
