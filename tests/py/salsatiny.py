@@ -79,19 +79,24 @@ def make(tmp, seed=31):
 class SalsaRef(torch.nn.Module):
     """SALSA's two towers in training mode in PyTorch (passttrainref's PaSST and projection, robertatrainref's
     RoBERTa), weights from a model file's tensors sd, patchout and dropout off: forward_audio (each clip's kept
-    segments through PaSST, the mean of the features, the projection) and forward_sentence on a padded batch."""
+    segments through PaSST, the mean of the features, the projection) and forward_sentence on a padded batch.
+    towers: the ones to build (a float64 tower alone needs half the memory)."""
 
-    def __init__(self, sd, acfg, tcfg, pad, dt=torch.float32):
+    def __init__(self, sd, acfg, tcfg, pad, dt=torch.float32, towers=("audio", "text")):
         super().__init__()
-        self.audio = PT.load({n: sd[n] for n, _ in PT.Tower(acfg).published()}, acfg, dt)
-        self.text = RT.RobertaText(tcfg, pad, 0.0, 0.0).to(dt)
-        self.text.load_published({k: v.to(dt) for k, v in sd.items() if k.startswith((RT.TX, RT.PROJ))})
+        self.audio = self.text = None
+        if "audio" in towers:
+            self.audio = PT.load({n: sd[n] for n, _ in PT.Tower(acfg).published()}, acfg, dt)
+        if "text" in towers:
+            self.text = RT.RobertaText(tcfg, pad, 0.0, 0.0).to(dt)
+            self.text.load_published({k: v.to(dt) for k, v in sd.items() if k.startswith((RT.TX, RT.PROJ))})
         self.acfg, self.pad, self.dt = acfg, pad, dt
 
     def named(self):
         """(published name, parameter, group): configure_optimizers' four groups"""
-        out = [(n, p, 2 if n.startswith(PT.PROJ) else 0) for n, p in self.audio.published()]
-        return out + [(n, p, 3 if n.startswith(RT.PROJ) else 1) for n, p in self.text.named_parameters()]
+        out = [(n, p, 2 if n.startswith(PT.PROJ) else 0) for n, p in self.audio.published()] if self.audio else []
+        return out + ([(n, p, 3 if n.startswith(RT.PROJ) else 1) for n, p in self.text.named_parameters()]
+                      if self.text else [])
 
     def optimizer(self, lr):
         groups = [[] for _ in range(4)]
@@ -100,8 +105,8 @@ class SalsaRef(torch.nn.Module):
         return torch.optim.AdamW([{"params": x, "lr": lr} for x in groups], betas=(0.9, 0.999), eps=1e-8,
                                  weight_decay=0.0)
 
-    def forward(self, clip_mels, ids, S):
-        """clip_mels: each item's [k * S, M]; ids: each item's token list -> unnormalised a, t [B, E]"""
+    def forward_audio(self, clip_mels, S):
+        """clip_mels: each item's [k * S, M] -> unnormalised a [B, E]"""
         M = self.acfg.n_mels
         segs = [m.reshape(-1, S, M) for m in clip_mels]
         f = self.audio.passt(torch.cat(segs).to(self.dt).transpose(1, 2)[:, None])
@@ -109,11 +114,17 @@ class SalsaRef(torch.nn.Module):
         for s_ in segs:
             feats.append(f[k:k + len(s_)].mean(0))
             k += len(s_)
-        a = self.audio.proj(torch.stack(feats))
+        return self.audio.proj(torch.stack(feats))
+
+    def forward_text(self, ids):
+        """ids: each item's token list -> unnormalised t [B, E]"""
         L = max(len(x) for x in ids)
         t = torch.full((len(ids), L), self.pad, dtype=torch.long)
         mask = torch.zeros(len(ids), L, dtype=torch.long)
         for r, x in enumerate(ids):
             t[r, :len(x)] = torch.tensor(x)
             mask[r, :len(x)] = 1
-        return a, self.text(t, mask)
+        return self.text(t, mask)
+
+    def forward(self, clip_mels, ids, S):
+        return self.forward_audio(clip_mels, S), self.forward_text(ids)
