@@ -2,7 +2,6 @@
  * or SALSA's PaSST-S when the model file says clap.audio.arch = passt). */
 #include <getopt.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,35 +61,11 @@ static void check_front_end(const ws_reader *r) {
 
 /* The first header's params.frontend ("wavcaps" when absent: every stream
  * made before wav2mel had front ends), from the raw header bytes. */
-static char stream_frontend[64];
-static int seen_header;
-static void on_meta(void *ctx, char kind, const char *raw, size_t len) {
-    (void)ctx;
-    if (kind != 'h' || seen_header) return;
-    seen_header = 1;
-    strcpy(stream_frontend, "wavcaps");
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    if (msgpack_unpack_next(&up, raw, len, &off) == MSGPACK_UNPACK_SUCCESS && up.data.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object_map *h = &up.data.via.map;
-        for (uint32_t i = 0; i < h->size; i++) {
-            const msgpack_object *k = &h->ptr[i].key, *v = &h->ptr[i].val;
-            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 6 || memcmp(k->via.str.ptr, "params", 6) ||
-                v->type != MSGPACK_OBJECT_MAP)
-                continue;
-            for (uint32_t j = 0; j < v->via.map.size; j++) {
-                const msgpack_object *pk = &v->via.map.ptr[j].key, *pv = &v->via.map.ptr[j].val;
-                if (pk->type == MSGPACK_OBJECT_STR && pk->via.str.size == 8 && !memcmp(pk->via.str.ptr, "frontend", 8)) {
-                    if (pv->type == MSGPACK_OBJECT_STR && pv->via.str.size < sizeof stream_frontend) {
-                        memcpy(stream_frontend, pv->via.str.ptr, pv->via.str.size);
-                        stream_frontend[pv->via.str.size] = 0;
-                    } else strcpy(stream_frontend, "(not a string)");
-                }
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&up);
+/* the first header's params.frontend: "wavcaps" when absent (streams before --frontend) */
+static const char *stream_frontend(const ws_reader *r) {
+    const char *fe;
+    int rc = ws_reader_param_str(r, "frontend", &fe);
+    return rc < 0 ? "wavcaps" : rc > 0 ? "(not a string)" : fe;
 }
 
 /* SALSA's audio tower (lib/passt.h) */
@@ -100,7 +75,6 @@ static int run_passt(const char *model_path, const char *input, int threads) {
     if (!m) die("%s", err);
     ws_reader *r = ws_reader_open_path(input);
     if (!r) die("cannot open %s: %m", input);
-    ws_reader_on_meta(r, on_meta, NULL);
     const passt_config *cfg = &m->cfg;
     passt_state st;
     passt_state_init(&st, m, threads);
@@ -123,9 +97,9 @@ static int run_passt(const char *model_path, const char *input, int threads) {
     int s;
     while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
         if (!w) {
-            if (strcmp(stream_frontend, cfg->frontend))
+            if (strcmp(stream_frontend(r), cfg->frontend))
                 die("the mel stream's front end is %s, the model takes %s (make it with wav2mel --frontend %s)",
-                    stream_frontend, cfg->frontend, cfg->frontend);
+                    stream_frontend(r), cfg->frontend, cfg->frontend);
             /* wav2mel --frontend passt records its cut: pieces of segment_samples, segments of them */
             double seg = 0, k = -1, hop = -1, sr = -1;
             segmented = !ws_reader_param(r, "segment_samples", &seg) && seg > 0;
@@ -245,7 +219,6 @@ int main(int argc, char **argv) {
     if (!m) die("%s", err);
     ws_reader *r = ws_reader_open_path(input);
     if (!r) die("cannot open %s: %m", input);
-    ws_reader_on_meta(r, on_meta, NULL);
 
     const cnn14_config *cfg = &m->cfg;
     cnn14_state st;
@@ -270,9 +243,9 @@ int main(int argc, char **argv) {
     while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
         if (!w) { /* the upstream header is known once the first record is in */
             w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
-            if (strcmp(stream_frontend, "wavcaps"))
+            if (strcmp(stream_frontend(r), "wavcaps"))
                 die("the mel stream's front end is %s, the model takes wavcaps (make it with wav2mel --frontend "
-                    "wavcaps, the default)", stream_frontend);
+                    "wavcaps, the default)", stream_frontend(r));
             check_front_end(r);
             ws_reader_param(r, "n_mels", &hdr_mels);
             if (max_seconds > 0) {

@@ -18,7 +18,6 @@
 #include <ctype.h>
 #include <libgen.h>
 #include <math.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,41 +188,17 @@ static void passt_clips_backward(atower *A, const float *de) {
 }
 
 /* the first header's params.frontend ("wavcaps" when absent), as clap-audio reads it */
-static char stream_frontend[64];
-static void on_meta(void *ctx, char kind, const char *raw, size_t len) {
-    int *seen = ctx;
-    if (kind != 'h' || *seen) return;
-    *seen = 1;
-    strcpy(stream_frontend, "wavcaps");
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    size_t off = 0;
-    if (msgpack_unpack_next(&up, raw, len, &off) == MSGPACK_UNPACK_SUCCESS && up.data.type == MSGPACK_OBJECT_MAP) {
-        const msgpack_object_map *h = &up.data.via.map;
-        for (uint32_t i = 0; i < h->size; i++) {
-            const msgpack_object *k = &h->ptr[i].key, *v = &h->ptr[i].val;
-            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != 6 || memcmp(k->via.str.ptr, "params", 6) ||
-                v->type != MSGPACK_OBJECT_MAP)
-                continue;
-            for (uint32_t j = 0; j < v->via.map.size; j++) {
-                const msgpack_object *pk = &v->via.map.ptr[j].key, *pv = &v->via.map.ptr[j].val;
-                if (pk->type == MSGPACK_OBJECT_STR && pk->via.str.size == 8 && !memcmp(pk->via.str.ptr, "frontend", 8)) {
-                    if (pv->type == MSGPACK_OBJECT_STR && pv->via.str.size < sizeof stream_frontend) {
-                        memcpy(stream_frontend, pv->via.str.ptr, pv->via.str.size);
-                        stream_frontend[pv->via.str.size] = 0;
-                    } else strcpy(stream_frontend, "(not a string)");
-                }
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&up);
+static const char *stream_frontend(const ws_reader *r) {
+    const char *fe;
+    int rc = ws_reader_param_str(r, "frontend", &fe);
+    return rc < 0 ? "wavcaps" : rc > 0 ? "(not a string)" : fe;
 }
 
 /* PaSST: the stream must be wav2mel --frontend passt's segment cut of the model's sizes */
 static void check_passt_stream(const ws_reader *r, const char *path, const atower *A) {
-    if (strcmp(stream_frontend, "passt"))
+    if (strcmp(stream_frontend(r), "passt"))
         die("%s: the mel stream's front end is %s, the model takes passt (make it with wav2mel --frontend passt)", path,
-            stream_frontend);
+            stream_frontend(r));
     double seg = 0, k = -1, hop = -1, sr = -1;
     if (ws_reader_param(r, "segment_samples", &seg) || seg <= 0)
         die("%s: a whole-clip PaSST mel: training takes SALSA's 10-s waveform pieces (wav2mel --frontend passt "
@@ -243,8 +218,6 @@ static void check_passt_stream(const ws_reader *r, const char *path, const atowe
 static clip *read_mels(const char *path, int M, int *n, const atower *A) {
     ws_reader *r = ws_reader_open_path(path);
     if (!r) die("cannot open %s: %m", path);
-    int seen = 0;
-    if (A->pt) ws_reader_on_meta(r, on_meta, &seen);
     clip *c = NULL;
     int cap = 0, k;
     ws_record rec;

@@ -120,6 +120,8 @@ enum { ST_START, ST_SEGMENT, ST_AFTER_TRAILER };
 typedef struct {
     char *name;
     double v;
+    char *s;     /* a string value (v unset), else NULL */
+    int kind;    /* 'n' number, 's' string, 'o' anything else */
 } num_param;
 
 struct ws_reader {
@@ -188,7 +190,10 @@ void ws_reader_close(ws_reader *r) {
     free(r->buf);
     free(r->last_key);
     free(r->tool);
-    for (int i = 0; i < r->nparams; i++) free(r->params[i].name);
+    for (int i = 0; i < r->nparams; i++) {
+        free(r->params[i].name);
+        free(r->params[i].s);
+    }
     free(r->params);
     free(r->params_raw);
     for (int i = 0; i < r->nfailed; i++) free(r->failed[i]);
@@ -211,9 +216,18 @@ void ws_reader_on_meta(ws_reader *r, ws_meta_fn fn, void *ctx) {
 
 int ws_reader_param(const ws_reader *r, const char *name, double *v) {
     for (int i = 0; i < r->nparams; i++)
-        if (strcmp(r->params[i].name, name) == 0) {
+        if (r->params[i].kind == 'n' && strcmp(r->params[i].name, name) == 0) {
             *v = r->params[i].v;
             return 0;
+        }
+    return -1;
+}
+
+int ws_reader_param_str(const ws_reader *r, const char *name, const char **s) {
+    for (int i = 0; i < r->nparams; i++)
+        if (strcmp(r->params[i].name, name) == 0) {
+            *s = r->params[i].s;
+            return r->params[i].kind == 's' ? 0 : 1;
         }
     return -1;
 }
@@ -603,13 +617,16 @@ static int parse_header(ws_reader *r, const msgpack_object *m) {
         for (uint32_t i = 0; i < params->via.map.size; i++) {
             const msgpack_object *k = &params->via.map.ptr[i].key, *pv = &params->via.map.ptr[i].val;
             if (k->type != MSGPACK_OBJECT_STR) continue;
-            double d;
+            num_param *np = &r->params[r->nparams++];
             int64_t iv;
-            if (!get_int(pv, &iv)) d = (double)iv;
-            else if (pv->type == MSGPACK_OBJECT_FLOAT32 || pv->type == MSGPACK_OBJECT_FLOAT64) d = pv->via.f64;
-            else continue;
-            r->params[r->nparams].name = strndup_x(k->via.str.ptr, k->via.str.size);
-            r->params[r->nparams++].v = d;
+            np->name = strndup_x(k->via.str.ptr, k->via.str.size);
+            np->kind = 'n';
+            if (!get_int(pv, &iv)) np->v = (double)iv;
+            else if (pv->type == MSGPACK_OBJECT_FLOAT32 || pv->type == MSGPACK_OBJECT_FLOAT64) np->v = pv->via.f64;
+            else if (pv->type == MSGPACK_OBJECT_STR && !memchr(pv->via.str.ptr, 0, pv->via.str.size)) {
+                np->kind = 's';
+                np->s = strndup_x(pv->via.str.ptr, pv->via.str.size);
+            } else np->kind = 'o';
         }
     }
     return 0;

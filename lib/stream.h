@@ -101,6 +101,10 @@ const char *ws_reader_tool(const ws_reader *r);
 /* An integer or float parameter of the first header ("sr", "n_mels"...);
  * returns 0 and sets *v if present. */
 int ws_reader_param(const ws_reader *r, const char *name, double *v);
+/* A string parameter of the first header ("frontend"...): 0 and *s set if it
+ * is a string (without NUL bytes), 1 if present but not such a string, -1 if
+ * absent. *s lives as long as the reader. */
+int ws_reader_param_str(const ws_reader *r, const char *name, const char **s);
 /* Called with the raw msgpack bytes of every header ('h') and trailer ('t')
  * as they are read (for inspection tools). */
 typedef void (*ws_meta_fn)(void *ctx, char kind, const char *raw, size_t len);
