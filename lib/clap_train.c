@@ -16,6 +16,8 @@
 #include "clap_train.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdio.h>
@@ -259,48 +261,119 @@ static clip *read_mels(const char *path, int M, int *n, const atower *A) {
     return c;
 }
 
-/* --audio-list: "PATH" or "KEY<TAB>PATH" lines (the key a file's base name, as
- * wav2mel keys it); every file decoded once here, to name a bad one now and
- * to know its length (the segments its mask keeps) */
-static clip *read_audio_list(const char *list, const atower *A, const audio_opts *ao, int *n) {
-    FILE *f = fopen(list, "r");
-    if (!f) die("cannot open %s: %m", list);
-    clip *c = NULL;
-    int cap = 0;
-    char *line = NULL, err[600];
-    size_t lcap = 0;
-    ssize_t len;
-    long ln = 0;
-    audio_buf ab = {0};
-    while ((len = getline(&line, &lcap, f)) >= 0) {
+void clap_audio_list_free(clap_audio_entry *e, int n) {
+    for (int i = 0; i < n; i++) free(e[i].key), free(e[i].path);
+    free(e);
+}
+
+static int cmp_audio_entry(const void *a, const void *b) {
+    const clap_audio_entry *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+clap_audio_entry *clap_audio_list_read(int fd, const char *name, int *n, char *err, size_t errlen) {
+    *n = 0;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) cap *= 2, buf = xrealloc(buf, cap + 1);
+        ssize_t k = read(fd, buf + len, cap - len);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            seterr(err, errlen, "%s: %s", name, strerror(errno));
+            free(buf);
+            return NULL;
+        }
+        if (k == 0) break;
+        len += (size_t)k;
+    }
+    buf[len] = 0;
+    clap_audio_entry *e = NULL;
+    int ecap = 0;
+    long ln = 0, bad_line = 0;
+    for (char *s = buf; s < buf + len && !bad_line;) {
+        char *nl = memchr(s, '\n', (size_t)(buf + len - s)), *line = s;
+        size_t l = nl ? (size_t)(nl - s) : (size_t)(buf + len - s);
+        s += l + (nl != NULL);
         ln++;
-        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (!len) continue;
+        line[l] = 0;
+        while (l && line[l - 1] == '\r') line[--l] = 0; /* getline's "\n" then every trailing "\r", as before */
+        if (!l) continue;
+        if (strlen(line) != l) {
+            seterr(err, errlen, "%s: line %ld: a NUL byte", name, ln);
+            bad_line = ln;
+            break;
+        }
         char *tab = strchr(line, '\t'), *path = tab ? tab + 1 : line, *key;
         if (tab) {
             *tab = 0;
-            key = line;
+            key = xstrdup(line);
         } else {
             char *tmp = xstrdup(path);
             key = xstrdup(basename(tmp));
             free(tmp);
         }
-        if (!*key || !*path) die("%s: line %ld: an empty key or path", list, ln);
-        for (int i = 0; i < *n; i++)
-            if (!strcmp(c[i].key, key)) die("%s: line %ld: key '%s' appears twice", list, ln, key);
-        if (audio_load(path, ao, &ab, err, sizeof err)) die("%s: line %ld: %s: %s", list, ln, path, err);
-        if (!ab.n) die("%s: line %ld: %s: no samples", list, ln, path);
-        if (*n == cap) cap = cap ? 2 * cap : 256, c = xrealloc(c, (size_t)cap * sizeof *c);
-        clip *x = &c[(*n)++];
-        memset(x, 0, sizeof *x);
-        x->key = tab ? xstrdup(key) : key, x->path = xstrdup(path), x->n = (long)ab.n;
+        if (!*key || !*path) {
+            seterr(err, errlen, "%s: line %ld: an empty key or path", name, ln);
+            free(key);
+            bad_line = ln;
+            break;
+        }
+        if (*n == ecap) ecap = ecap ? 2 * ecap : 256, e = xrealloc(e, (size_t)ecap * sizeof *e);
+        e[(*n)++] = (clap_audio_entry){key, xstrdup(path), ln};
+    }
+    free(buf);
+    /* a key's second line, the earliest of them, unless a malformed line came first */
+    if (*n > 1) {
+        clap_audio_entry *sorted = xmalloc((size_t)*n * sizeof *sorted);
+        memcpy(sorted, e, (size_t)*n * sizeof *sorted);
+        qsort(sorted, (size_t)*n, sizeof *sorted, cmp_audio_entry);
+        const clap_audio_entry *dup = NULL;
+        for (int i = 1; i < *n; i++)
+            if (!strcmp(sorted[i].key, sorted[i - 1].key) && (i < 2 || strcmp(sorted[i].key, sorted[i - 2].key)) &&
+                (!dup || sorted[i].line < dup->line))
+                dup = &sorted[i];
+        if (dup && (!bad_line || dup->line < bad_line)) {
+            seterr(err, errlen, "%s: line %ld: key '%s' appears twice", name, dup->line, dup->key);
+            bad_line = dup->line;
+        }
+        free(sorted);
+    }
+    if (!bad_line && !*n) seterr(err, errlen, "%s: no audio files", name), bad_line = -1;
+    if (bad_line) {
+        clap_audio_list_free(e, *n);
+        *n = 0;
+        return NULL;
+    }
+    return e;
+}
+
+/* --audio-list: "PATH" or "KEY<TAB>PATH" lines (clap_audio_list_read); every
+ * file decoded once here, to name a bad one now and to know its length (the
+ * segments its mask keeps) */
+static clip *read_audio_list(const char *list, const atower *A, const audio_opts *ao, int *n) {
+    int fd = open(list, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("cannot open %s: %m", list);
+    char err[600];
+    int ne;
+    clap_audio_entry *le = clap_audio_list_read(fd, list, &ne, err, sizeof err);
+    close(fd);
+    if (!le) die("%s", err);
+    clip *c = xcalloc((size_t)ne, sizeof *c);
+    audio_buf ab = {0};
+    for (int i = 0; i < ne; i++) {
+        if (audio_load(le[i].path, ao, &ab, err, sizeof err)) die("%s: line %ld: %s: %s", list, le[i].line, le[i].path, err);
+        if (!ab.n) die("%s: line %ld: %s: no samples", list, le[i].line, le[i].path);
+        clip *x = &c[i];
+        x->key = le[i].key, x->path = le[i].path, x->n = (long)ab.n;
+        le[i].key = le[i].path = NULL;
         /* forward_audio's mask: min(n, the fixed length) decides, crop or not */
         x->nseg = pmel_kept_segments(x->n, A->seg_samples, A->nseg), x->T = x->nseg * A->S;
     }
-    free(line);
+    *n = ne;
+    clap_audio_list_free(le, ne);
     audio_free(&ab);
-    fclose(f);
-    if (!*n) die("%s: no audio files", list);
     return c;
 }
 

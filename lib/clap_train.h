@@ -7,6 +7,8 @@
 #ifndef WSAC_CLAP_TRAIN_H
 #define WSAC_CLAP_TRAIN_H
 
+#include <stddef.h>
+
 #include "clap_init.h"
 
 typedef struct {
@@ -55,5 +57,19 @@ void clap_train_defaults(clap_train_opts *o);
  * atomically. Every random draw is keyed by (seed, epoch, item), so a resumed
  * run continues bit for bit as the uninterrupted one would have. */
 int clap_train_run(const clap_train_opts *o);
+
+/* --audio-list's lines, "PATH" or "KEY<TAB>PATH" (the key PATH's base name,
+ * as wav2mel keys it), read from fd with read(2) until its end; "\n" ends a
+ * line, trailing "\n"/"\r" are dropped, empty lines skipped. Returns the
+ * entries (*n of them, lines in order), or NULL with the reason in err for
+ * an empty key or path, a NUL byte, a key that appears twice, a read error
+ * or no line at all. Each entry's key and path are malloc'd (free with
+ * clap_audio_list_free). */
+typedef struct {
+    char *key, *path;
+    long line;
+} clap_audio_entry;
+clap_audio_entry *clap_audio_list_read(int fd, const char *name, int *n, char *err, size_t errlen);
+void clap_audio_list_free(clap_audio_entry *e, int n);
 
 #endif

@@ -7,12 +7,15 @@
  * the same for a fixed thread count. */
 #include "tag_train.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cnn14_train.h"
 #include "gemm.h"
@@ -39,17 +42,37 @@ static uint64_t mix(uint64_t z) { /* splitmix64 */
 
 /* ---------------------------------------------------------------- labels */
 
-typedef struct {
-    char *key;
-    int n;
-    char **lab;
-    long line;
-} lentry;
+typedef tag_label_entry lentry;
+typedef tag_labels lfile;
 
-typedef struct {
-    lentry *e;
-    int n;
-} lfile;
+/* fd's bytes to its end, NUL-terminated (as read_file_all, from a descriptor) */
+static char *read_fd_all_(int fd, const char *name, size_t max, size_t *n, char *err, size_t errlen) {
+    size_t cap = 1 << 16, len = 0;
+    char *buf = xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) {
+            if (cap >= max) {
+                free(buf);
+                seterr(err, errlen, "%s: larger than %zu bytes", name, max);
+                return NULL;
+            }
+            cap = 2 * cap < max ? 2 * cap : max;
+            buf = xrealloc(buf, cap + 1);
+        }
+        ssize_t k = read(fd, buf + len, cap - len);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            free(buf);
+            seterr(err, errlen, "%s: %s", name, strerror(errno));
+            return NULL;
+        }
+        if (k == 0) break;
+        len += (size_t)k;
+    }
+    buf[len] = 0;
+    *n = len;
+    return buf;
+}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 static int cmp_key(const void *a, const void *b) { return strcmp(((const lentry *)a)->key, ((const lentry *)b)->key); }
@@ -77,17 +100,15 @@ static void add_json_cls(lentry *e, const json_t *o) {
     if (json_is_string(c)) add_label(e, json_string_value(c), json_string_length(c));
 }
 
-/* a world events JSONL (file_name, background.cls, events[].cls) or KEY<TAB>label,label lines;
- * a malformed line or a repeated key is named and counted in *bad */
-static void read_labels(lfile *L, const char *path, long *bad) {
-    char err[700];
+/* a world events JSONL (file_name, background.cls, events[].cls) or KEY<TAB>label,label lines (tag_train.h) */
+int tag_labels_read_fd(lfile *L, int fd, const char *path, long *bad, char *err, size_t errlen) {
     size_t len;
-    char *buf = read_file_all(path, (size_t)1 << 31, &len, err, sizeof err);
-    if (!buf) die("%s", err);
+    memset(L, 0, sizeof *L);
+    char *buf = read_fd_all_(fd, path, (size_t)1 << 31, &len, err, errlen);
+    if (!buf) return -1;
     const char *p = buf;
     while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
     int jsonl = *p == '{';
-    memset(L, 0, sizeof *L);
     int cap = 0;
     long line = 0;
     for (char *s = buf; s < buf + len;) {
@@ -97,16 +118,23 @@ static void read_labels(lfile *L, const char *path, long *bad) {
         line++;
         char *cur = s;
         s = end + 1;
-        if (end > cur && end[-1] == '\r') end[-1] = 0;
-        if (!*cur || *cur == '#') continue;
+        if (end > cur && end[-1] == '\r') *--end = 0;
+        if (end == cur || *cur == '#') continue;
         lentry e = {0};
         e.line = line;
+        if (strlen(cur) != (size_t)(end - cur)) {
+            /* the line would be cut there: a key or label cut short, unseen */
+            warnx_("%s: line %ld: a NUL byte", path, line);
+            (*bad)++;
+            continue;
+        }
         if (jsonl) {
             json_error_t je;
             json_t *j = json_loads(cur, 0, &je);
             const json_t *fn = j ? json_object_get(j, "file_name") : NULL;
-            if (!json_is_string(fn)) {
-                warnx_("%s: line %ld: %s", path, line, j ? "no \"file_name\" string" : je.text);
+            if (!json_is_string(fn) || !json_string_length(fn)) {
+                warnx_("%s: line %ld: %s", path, line,
+                       !j ? je.text : json_is_string(fn) ? "an empty \"file_name\"" : "no \"file_name\" string");
                 (*bad)++;
                 json_decref(j);
                 continue;
@@ -118,8 +146,8 @@ static void read_labels(lfile *L, const char *path, long *bad) {
             json_decref(j);
         } else {
             char *tab = strchr(cur, '\t');
-            if (!tab) {
-                warnx_("%s: line %ld: no tab (KEY<TAB>label,label,...)", path, line);
+            if (!tab || tab == cur) {
+                warnx_("%s: line %ld: %s", path, line, tab ? "an empty key" : "no tab (KEY<TAB>label,label,...)");
                 (*bad)++;
                 continue;
             }
@@ -136,7 +164,7 @@ static void read_labels(lfile *L, const char *path, long *bad) {
         L->e[L->n++] = e;
     }
     free(buf);
-    qsort(L->e, (size_t)L->n, sizeof *L->e, cmp_entry);
+    if (L->n) qsort(L->e, (size_t)L->n, sizeof *L->e, cmp_entry); /* L->e is NULL when empty: qsort's base is nonnull */
     for (int i = 1, first = 0; i < L->n; i++) {
         if (strcmp(L->e[i].key, L->e[first].key)) {
             first = i;
@@ -146,16 +174,27 @@ static void read_labels(lfile *L, const char *path, long *bad) {
                L->e[i].line, L->e[i].key, L->e[first].line);
         (*bad)++;
     }
+    return 0;
+}
+
+static void read_labels(lfile *L, const char *path, long *bad) {
+    char err[700];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("%s: %s", path, strerror(errno));
+    int r = tag_labels_read_fd(L, fd, path, bad, err, sizeof err);
+    close(fd);
+    if (r) die("%s", err);
 }
 
 static const lentry *find_entry(const lfile *L, const char *key) {
+    if (!L->n) return NULL; /* L->e NULL: bsearch's base is nonnull */
     lentry k = {(char *)key, 0, NULL, 0};
     const lentry *e = bsearch(&k, L->e, (size_t)L->n, sizeof k, cmp_key);
     while (e && e > L->e && !strcmp(e[-1].key, key)) e--; /* the first of repeated keys */
     return e;
 }
 
-static void free_labels(lfile *L) {
+void tag_labels_free(lfile *L) {
     for (int i = 0; i < L->n; i++) {
         for (int j = 0; j < L->e[i].n; j++) free(L->e[i].lab[j]);
         free(L->e[i].lab), free(L->e[i].key);
@@ -163,9 +202,55 @@ static void free_labels(lfile *L) {
     free(L->e);
 }
 
-static int find_class(char *const *cls, int K, const char *name) {
+int tag_class_index(char *const *cls, int K, const char *name) {
+    if (!K) return -1;
     char *const *p = bsearch(&name, cls, (size_t)K, sizeof *cls, cmp_str);
     return p ? (int)(p - cls) : -1;
+}
+
+/* sorts cls[K] and drops the repeats; returns the count left */
+static int classes_unique(char **cls, int K) {
+    if (!K) return 0; /* cls may be NULL */
+    qsort(cls, (size_t)K, sizeof *cls, cmp_str);
+    int u = 0;
+    for (int k = 0; k < K; k++) {
+        if (u && !strcmp(cls[k], cls[u - 1])) {
+            free(cls[k]);
+            continue;
+        }
+        cls[u++] = cls[k];
+    }
+    return u;
+}
+
+char **tag_classes_read_fd(int fd, const char *name, int *K, char *err, size_t errlen) {
+    size_t len;
+    char *buf = read_fd_all_(fd, name, (size_t)1 << 28, &len, err, errlen);
+    *K = 0;
+    if (!buf) return NULL;
+    char **cls = xmalloc(sizeof *cls);
+    long line = 0;
+    for (char *s = buf; s < buf + len;) {
+        char *nl = memchr(s, '\n', (size_t)(buf + len - s)), *cur = s;
+        size_t l = nl ? (size_t)(nl - s) : (size_t)(buf + len - s);
+        s += l + 1, line++;
+        cur[l] = 0;
+        if (strlen(cur) != l) {
+            seterr(err, errlen, "%s: line %ld: a NUL byte", name, line);
+            for (int k = 0; k < *K; k++) free(cls[k]);
+            free(cls), free(buf);
+            *K = 0;
+            return NULL;
+        }
+        /* trimmed at both ends, as a label is (add_label): " dog" would match no label */
+        while (l && (*cur == ' ' || *cur == '\t' || *cur == '\r')) cur++, l--;
+        while (l && (cur[l - 1] == '\r' || cur[l - 1] == ' ' || cur[l - 1] == '\t')) cur[--l] = 0;
+        if (!l || *cur == '#') continue;
+        cls = xrealloc(cls, (size_t)(*K + 1) * sizeof *cls), cls[(*K)++] = xstrdup(cur);
+    }
+    free(buf);
+    *K = classes_unique(cls, *K);
+    return cls;
 }
 
 /* ---------------------------------------------------------------- mels */
@@ -229,7 +314,7 @@ static long match(tclip *c, int *n, const lfile *L, const char *melpath, const c
             for (const lentry *f = e; f < L->e + L->n && !strcmp(f->key, e->key); f++) {
                 used[f - L->e] = 1;
                 for (int j = 0; j < f->n; j++) {
-                    int k = find_class(cls, K, f->lab[j]);
+                    int k = tag_class_index(cls, K, f->lab[j]);
                     if (k < 0) {
                         if (unknown++ < 10)
                             warnx_("%s: line %ld: key '%s': label '%s' is not in the class list (ignored)", labpath,
@@ -498,16 +583,11 @@ int tag_train_run(const tag_train_opts *o) {
     char **cls = NULL;
     int K = 0;
     if (o->classes) {
-        size_t len;
-        char *buf = read_file_all(o->classes, (size_t)1 << 28, &len, err, sizeof err);
-        if (!buf) die("%s", err);
-        for (char *s = strtok(buf, "\n"); s; s = strtok(NULL, "\n")) {
-            size_t l = strlen(s);
-            while (l && (s[l - 1] == '\r' || s[l - 1] == ' ' || s[l - 1] == '\t')) s[--l] = 0;
-            if (!l || *s == '#') continue;
-            cls = xrealloc(cls, (size_t)(K + 1) * sizeof *cls), cls[K++] = xstrdup(s);
-        }
-        free(buf);
+        int fd = open(o->classes, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) die("%s: %s", o->classes, strerror(errno));
+        cls = tag_classes_read_fd(fd, o->classes, &K, err, sizeof err);
+        close(fd);
+        if (!cls) die("%s", err);
     } else {
         for (int i = 0; i < nclips; i++) {
             const lentry *e = find_entry(&L, clips[i].key);
@@ -515,20 +595,11 @@ int tag_train_run(const tag_train_opts *o) {
                 for (int j = 0; j < e->n; j++) cls = xrealloc(cls, (size_t)(K + 1) * sizeof *cls), cls[K++] = xstrdup(e->lab[j]);
         }
     }
-    qsort(cls, (size_t)K, sizeof *cls, cmp_str);
-    int u = 0;
-    for (int k = 0; k < K; k++) {
-        if (u && !strcmp(cls[k], cls[u - 1])) {
-            free(cls[k]);
-            continue;
-        }
-        cls[u++] = cls[k];
-    }
-    K = u;
+    K = classes_unique(cls, K);
     if (!K) die("%s: no labels for the clips of %s", o->labels, o->mel);
     tg->K = K;
     problems += match(clips, &nclips, &L, o->mel, o->labels, cls, K);
-    free_labels(&L);
+    tag_labels_free(&L);
     if (nclips < o->bs) die("%d labelled clips, fewer than one batch of %d", nclips, o->bs);
     int frames = o->frames;
     if (!frames)
@@ -545,7 +616,7 @@ int tag_train_run(const tag_train_opts *o) {
         read_labels(&VL, vl, &problems);
         vclips = read_mels(v, M, &nv);
         problems += match(vclips, &nv, &VL, v, vl, cls, K);
-        free_labels(&VL);
+        tag_labels_free(&VL);
         for (int i = 0; i < nv; i++)
             if (vclips[i].T < (1 << N)) die("%s: key '%s': %d frames, fewer than %d", v, vclips[i].key, vclips[i].T, 1 << N);
         if (!nv) die("%s: no labelled validation clips", v);

@@ -17,6 +17,8 @@
 #ifndef WSAC_TAG_TRAIN_H
 #define WSAC_TAG_TRAIN_H
 
+#include <stddef.h>
+
 typedef struct {
     const char *init, *mel, *labels, *classes, *out, *log;
     const char *val;        /* "MEL.mp" (labels from --labels) or "MEL.mp,LABELS" */
@@ -40,6 +42,35 @@ int tag_train_run(const tag_train_opts *o);
  * ranks); *nap, *nauc: the classes counted; per[K] (or NULL): each class's
  * AP (NaN without a positive). */
 double tag_map(const float *scores, const float *y, int n, int K, int *nap, double *per);
+/* --labels: a world events JSONL (each line an object with a "file_name"
+ * string, "background": {"cls": NAME} and "events": [{"cls": NAME}, ...]),
+ * when the first non-blank byte is "{", else KEY<TAB>label,label,... lines;
+ * blank lines and lines starting with "#" skipped, labels trimmed of blanks,
+ * a label twice on one line kept once. Read from fd with read(2) until its
+ * end. A malformed line (no tab, bad JSON, no "file_name" string, an empty
+ * key, a NUL byte) is named on stderr, counted in *bad and skipped; a key on
+ * several lines is named and counted once per repeat (their labels all
+ * count). Entries are sorted by key, then line. Returns 0, or -1 with the
+ * reason in err (a read error, over 2 GiB) and L empty. */
+typedef struct {
+    char *key;
+    int n;
+    char **lab;
+    long line;
+} tag_label_entry;
+typedef struct {
+    tag_label_entry *e;
+    int n;
+} tag_labels;
+int tag_labels_read_fd(tag_labels *L, int fd, const char *name, long *bad, char *err, size_t errlen);
+void tag_labels_free(tag_labels *L);
+/* --classes: one class a line, trimmed of blanks, blank and "#" lines
+ * skipped; sorted and unique. NULL with the reason in err (a read error, a
+ * NUL byte); *K may be 0. */
+char **tag_classes_read_fd(int fd, const char *name, int *K, char *err, size_t errlen);
+/* The index of name in the sorted classes, or -1. */
+int tag_class_index(char *const *cls, int K, const char *name);
+
 double tag_auc(const float *scores, const float *y, int n, int K, int *nauc);
 
 #endif

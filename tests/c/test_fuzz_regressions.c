@@ -19,8 +19,10 @@
 #include "check.h"
 
 #include "../fuzz/fuzz_audio.c"
+#include "../fuzz/fuzz_audiolist.c"
 #include "../fuzz/fuzz_bpe.c"
 #include "../fuzz/fuzz_captions.c"
+#include "../fuzz/fuzz_labels.c"
 #include "../fuzz/fuzz_ptb.c"
 #include "../fuzz/fuzz_refs.c"
 #include "../fuzz/fuzz_relevance.c"
@@ -39,6 +41,7 @@ static const harness harnesses[] = {
     {"ptb", ptb_init, ptb_one},               {"refs", refs_init, refs_one},
     {"safetensors", safetensors_init, safetensors_one}, {"stream", stream_init, stream_one},
     {"wordpiece", wordpiece_init, wordpiece_one}, {"bpe", bpe_init, bpe_one}, {"relevance", relevance_init, relevance_one},
+    {"labels", labels_init, labels_one},      {"audiolist", audiolist_init, audiolist_one},
 };
 
 static uint8_t *read_file(const char *path, size_t *n) {

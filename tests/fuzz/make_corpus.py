@@ -214,3 +214,23 @@ put("refs", "refs.json", json.dumps({"a.wav": ["one", "two"], "b.wav": ["three"]
 put("refs", "metrics-dev.json", json.dumps({"k1": {"references": ["a cat", "a kitten"], "candidate": "a cat"},
                                             "k2": {"references": ["rain"]}}))
 put("refs", "cands.tsv", "a.wav\ta dog barks\nb.wav\train\na.wav\tduplicate\nno tab\n\tempty\n")
+
+# ------------------------------------------------------------------ tag-train --labels (+ "%%" and --classes)
+put("labels", "world.jsonl",
+    '{"file_name": "a.wav", "background": {"cls": "rain"}, "events": [{"cls": "dog", "onset": 1.5}, {"cls": " dog "}, '
+    '{"cls": 3}]}\n'
+    '{"file_name": "b.wav", "events": []}\r\n\n# comment\n{"file_name": "a.wav", "background": {"cls": "wind"}}\n'
+    '{"file_name": ""}\n{"no": 1}\n{bad json\n{"file_name": "c\\u00e9.wav", "background": "rain", "events": {"cls": "x"}}\n')
+put("labels", "tsv.tsv", "a.wav\tdog, cat ,dog\nb.wav\t\n\tdog\nno tab\n# c\r\na.wav\tbird\r\nc.wav\tx,,y\t z\n\n")
+put("labels", "tsv-classes.tsv", "a\tdog,cat\nb\tcow\nc\t#x\n%%\ndog\n  cat  \r\n#comment\n\ncow\ndog\n")
+put("labels", "jsonl-classes.jsonl", '{"file_name":"k","events":[{"cls":"Speech"},{"cls":"Music"}]}\n%%\nMusic\nSpeech\nDog\n')
+put("labels", "nul.tsv", b"a\tdog\nb\0\tcat\nc\tco\0w\n%%\ndog\nca\0t\n")
+
+# ------------------------------------------------------------------ clap-train --audio-list
+put("audiolist", "lines.txt", "data/a.wav\nb\t/x/y/b.flac\r\n\n/abs/dir/\nrel/c.wav\r\r\n./\n/\nk\tpath\twith tab\n")
+put("audiolist", "dup-basename.txt", "a.wav\nother/a.wav\n")
+put("audiolist", "dup-key.txt", "k\ta.wav\nk\tb.wav\n")
+put("audiolist", "empty-key.txt", "\ta.wav\n")
+put("audiolist", "empty-path.txt", "k\t\n")
+put("audiolist", "nul.txt", b"a.wav\nb\0.wav\n")
+put("audiolist", "blank.txt", "\n\r\n\n")
