@@ -4,7 +4,7 @@
 # GFLOP/s against the sgemm peak, peak RSS of both.
 #
 #   sh bench/salsa_train.sh [--bs B] [--threads T] [--steps N] [--warmup W] [--runs R]
-#                           [--small] [--micro-bs K] [--recompute] [--dry-run]
+#                           [--small | --mid] [--micro-bs K] [--recompute] [--dry-run]
 #
 # Defaults: batch 8 (30-s clips: 3 10-s segments each; Clotho captions), all
 # cores on both sides, 1 warm-up + 2 timed steps a run, 1 run; the best timed

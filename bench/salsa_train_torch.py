@@ -49,6 +49,9 @@ TEXT_DROPOUT = 0.2                          # SALSA's RoBERTa hidden_dropout_pro
 SIZES = {
     "full": dict(dim=768, depth=12, heads=12, mlp=3072, hidden=1024, layers=24, text_heads=16, intermediate=4096,
                  embed=1024),
+    # every matrix of full size, 2 blocks a tower: the per-layer work of the full step at a sixth of its time
+    "mid": dict(dim=768, depth=2, heads=12, mlp=3072, hidden=1024, layers=2, text_heads=16, intermediate=4096,
+                embed=1024),
     "small": dict(dim=64, depth=2, heads=2, mlp=256, hidden=64, layers=2, text_heads=2, intermediate=256, embed=64),
 }
 GRID, PATCH = (8, 62), 16                   # PatchEmbed grid (128, 1000) // 16; 16 x 16 patches
@@ -110,15 +113,15 @@ def timed(cmd, env=None):
     return r.stdout, r.stderr, rss, wall
 
 
-def small_model(work):
-    """the --small SALSA file: passtref's random checkpoint at SIZES['small'], converted as published ones are"""
+def small_model(work, name="small"):
+    """the --small/--mid SALSA file: passtref's random checkpoint at SIZES[name], converted as published ones are"""
     import dataclasses
     import torch
     import convert
     import passtref
-    z = SIZES["small"]
+    z = SIZES[name]
     cfg = dataclasses.replace(passtref.Config(), **z)
-    ck, st = os.path.join(work, "small.ckpt"), os.path.join(work, "small.safetensors")
+    ck, st = os.path.join(work, name + ".ckpt"), os.path.join(work, name + ".safetensors")
     torch.save({"state_dict": passtref.random_state_dict(cfg, seed=0), "epoch": 0}, ck)
     if convert.main(["salsa", ck, "--vocab", VOCAB, "--merges", MERGES, "-o", st, "--audio-heads", str(z["heads"]),
                      "--text-heads", str(z["text_heads"])]) != 0:
@@ -128,7 +131,7 @@ def small_model(work):
 
 def bench(a):
     T_ = a.threads
-    name = "small" if a.small else "full"
+    name = "small" if a.small else "mid" if a.mid else "full"
     z = SIZES[name]
     B = a.bs
     keys, caps = captions(B)
@@ -167,7 +170,7 @@ def bench(a):
         import fullsalsa
         model = fullsalsa.ensure()[1]
     else:
-        model = small_model(work)
+        model = small_model(work, name)
     rng = np.random.default_rng(0)
     mel = os.path.join(work, "mel.mp")
     hdr = {"frontend": "passt", "cut": "segments", "segment_samples": 320000, "segments": SEGS, "hop": 320,
@@ -308,6 +311,7 @@ def main():
     b.add_argument("--warmup", type=int, default=1)
     b.add_argument("--runs", type=int, default=1)
     b.add_argument("--small", action="store_true")
+    b.add_argument("--mid", action="store_true")
     b.add_argument("--micro-bs", type=int, default=0)
     b.add_argument("--recompute", action="store_true")
     b.add_argument("--sgemm-peak", default="")

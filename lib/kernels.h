@@ -188,11 +188,16 @@ void dropout_apply(float *x, const uint8_t *mask, float dscale, size_t n);
  * gradient scale * (softmax - onehot(tgt)). */
 void crossentropy_forward_backward(float *loss, float *logits, const int *tgt, int M, int V, float scale);
 
-/* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu", nn.GELU()), in
- * double and rounded once; out may equal in. Backward: din = dout (Phi(x) +
- * x phi(x)) (overwritten; din may equal dout). */
+/* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)) (BERT's "gelu", nn.GELU()); out
+ * may equal in. Backward: din = dout (Phi(x) + x phi(x)) (overwritten; din
+ * may equal dout). Threaded over blocks of nn.c's vectorised float kernels
+ * (gelu_erf_inplace, gelu_erf_grad: within 1 ulp of the exact GELU; the same
+ * bits for any thread count); the naive twins compute in double and round once
+ * (glibc's erf: ~15x slower), the reference of the tests. */
 void gelu_erf_forward(float *out, const float *in, size_t n);
 void gelu_erf_backward(float *din, const float *dout, const float *in, size_t n);
+void gelu_erf_forward_naive(float *out, const float *in, size_t n);
+void gelu_erf_backward_naive(float *din, const float *dout, const float *in, size_t n);
 
 /* Embedding lookup's gradient: dW[ids[n], :] += dout[n, :] for n in order
  * (dW[rows, C], ids[N]) */

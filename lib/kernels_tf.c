@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "nn.h"
 #include "parfor.h"
 #include "util.h"
 
@@ -602,14 +603,41 @@ static void gerf_bwd_range(void *p, int lo, int hi) {
     }
 }
 
+void gelu_erf_forward_naive(float *out, const float *in, size_t n) {
+    gerf_ctx x = {out, in, NULL, n};
+    gerf_fwd_range(&x, 0, (int)((n + GELU_BLOCK - 1) / GELU_BLOCK));
+}
+
+void gelu_erf_backward_naive(float *din, const float *dout, const float *in, size_t n) {
+    gerf_ctx x = {din, in, dout, n};
+    gerf_bwd_range(&x, 0, (int)((n + GELU_BLOCK - 1) / GELU_BLOCK));
+}
+
+/* the vectorised float kernels of nn.c on blocks of GELU_BLOCK values (a multiple of 16: a value's bits do not
+ * depend on the thread count) */
+static void gvec_fwd_range(void *p, int lo, int hi) {
+    gerf_ctx *x = p;
+    size_t a = (size_t)lo * GELU_BLOCK, b = (size_t)hi * GELU_BLOCK;
+    if (b > x->n) b = x->n;
+    if (x->out != x->in) memcpy(x->out + a, x->in + a, (b - a) * sizeof(float));
+    gelu_erf_inplace(x->out + a, b - a);
+}
+
+static void gvec_bwd_range(void *p, int lo, int hi) {
+    gerf_ctx *x = p;
+    size_t a = (size_t)lo * GELU_BLOCK, b = (size_t)hi * GELU_BLOCK;
+    if (b > x->n) b = x->n;
+    gelu_erf_grad(x->out + a, x->dout + a, x->in + a, b - a);
+}
+
 void gelu_erf_forward(float *out, const float *in, size_t n) {
     gerf_ctx x = {out, in, NULL, n};
-    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gerf_fwd_range, &x);
+    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gvec_fwd_range, &x);
 }
 
 void gelu_erf_backward(float *din, const float *dout, const float *in, size_t n) {
     gerf_ctx x = {din, in, dout, n};
-    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gerf_bwd_range, &x);
+    parfor((int)((n + GELU_BLOCK - 1) / GELU_BLOCK), gvec_bwd_range, &x);
 }
 
 void embedding_backward(float *dW, const float *dout, const int32_t *ids, int N, int C) {

@@ -91,11 +91,25 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 
 #define VSEL(m, a, b) ((v16f)(((v16i)(a) & (m)) | ((v16i)(b) & ~(m))))
 
-/* gelu of p[0..16) in place (pointers, not vector arguments: no ABI issue) */
-static inline __attribute__((always_inline)) void gelu16(float *p) {
-    v16f x;
-    memcpy(&x, p, sizeof x);
-    v16f z = x * 0.707106781f; /* x * M_SQRT1_2 in float, as PyTorch */
+/* exp(y) for y in [-87, 0] (callers clamp): y = n ln2 + r (Cody-Waite), Taylor degree 7 in |r| <= ln2 / 2
+ * (truncation < 6e-9), times 2^n built in the exponent bits. Pointers, not vector arguments: no ABI issue. */
+static inline __attribute__((always_inline)) void exp16(v16f *out, const v16f *yp) {
+    v16f y = *yp;
+    v16f n = (y * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    v16f r = (y - n * 0.693145751953125f) - n * 1.42860677e-6f;
+    v16f e = r * (1.0f / 5040) + 1.0f / 720;
+    e = e * r + 1.0f / 120;
+    e = e * r + 1.0f / 24;
+    e = e * r + 1.0f / 6;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    *out = e * (v16f)((__builtin_convertvector(n, v16i) + 127) << 23);
+}
+
+/* 1 + erf(z) of z = x / sqrt 2 (x * M_SQRT1_2 in float, as PyTorch) */
+static inline __attribute__((always_inline)) void erf1p16(v16f *out, const v16f *zp) {
+    v16f z = *zp;
     v16f u = (v16f)((v16i)z & 0x7fffffff);
     v16f s = z * z;
     v16f q = s * -0.000623515574f + 0.00503873779f;
@@ -115,25 +129,36 @@ static inline __attribute__((always_inline)) void gelu16(float *p) {
     g = g * t + 0.571582139f;
     g = g * t + 0.563783348f;
     g = g * t + 9.52616028e-06f;
-    /* exp(y), y = -uc^2 in [-81, -0.76]: y = n ln2 + r (Cody-Waite), Taylor
-     * degree 7 in |r| <= ln2 / 2 (truncation < 6e-9), times 2^n built in the
-     * exponent bits */
-    v16f y = -(uc * uc);
-    v16f n = (y * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest */
-    v16f r = (y - n * 0.693145751953125f) - n * 1.42860677e-6f;
-    v16f e = r * (1.0f / 5040) + 1.0f / 720;
-    e = e * r + 1.0f / 120;
-    e = e * r + 1.0f / 24;
-    e = e * r + 1.0f / 6;
-    e = e * r + 0.5f;
-    e = e * r + 1.0f;
-    e = e * r + 1.0f;
-    e = e * (v16f)((__builtin_convertvector(n, v16i) + 127) << 23);
+    v16f y = -(uc * uc), e; /* in [-81, -0.76] */
+    exp16(&e, &y);
     v16f ec = e * g; /* erfc(uc) */
     v16f zero = {0};
     v16f large = VSEL(z >= zero, 2.0f - ec, ec); /* 1 + erf(z), |z| >= 0.875 */
-    v16f out = x * 0.5f * VSEL(u < lo, small, large);
+    *out = VSEL(u < lo, small, large);
+}
+
+/* gelu of p[0..16) in place */
+static inline __attribute__((always_inline)) void gelu16(float *p) {
+    v16f x, e;
+    memcpy(&x, p, sizeof x);
+    v16f z = x * 0.707106781f;
+    erf1p16(&e, &z);
+    v16f out = x * 0.5f * e;
     memcpy(p, &out, sizeof out);
+}
+
+/* d[0..16) = g * (Phi(x) + x phi(x)) of x[0..16), g[0..16) (d may be g) */
+static inline __attribute__((always_inline)) void gelu_grad16(float *d, const float *g, const float *xp) {
+    v16f x, gv, e, p;
+    memcpy(&x, xp, sizeof x);
+    memcpy(&gv, g, sizeof gv);
+    v16f z = x * 0.707106781f;
+    erf1p16(&e, &z);
+    v16f y = x * x * -0.5f, lo = (v16f){0} - 87.0f;
+    y = VSEL(y < lo, lo, y); /* phi underflows there: x phi(x) < 1e-36 */
+    exp16(&p, &y);
+    v16f out = gv * (e * 0.5f + x * (p * 0.398942280f));
+    memcpy(d, &out, sizeof out);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -147,6 +172,21 @@ void gelu_erf_inplace(float *x, size_t n) {
         memcpy(buf, x + i, (n - i) * sizeof(float));
         gelu16(buf);
         memcpy(x + i, buf, (n - i) * sizeof(float));
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void gelu_erf_grad(float *din, const float *dout, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) gelu_grad16(din + i, dout + i, x + i);
+    if (i < n) {
+        float bx[16] = {0}, bg[16] = {0};
+        memcpy(bx, x + i, (n - i) * sizeof(float));
+        memcpy(bg, dout + i, (n - i) * sizeof(float));
+        gelu_grad16(bg, bg, bx);
+        memcpy(din + i, bg, (n - i) * sizeof(float));
     }
 }
 

@@ -30,8 +30,11 @@ void layernorm_forward_naive(float *out, const float *in, const float *w, const 
 /* x = 0.5 x (1 + erf(x / sqrt 2)) in place: exact GELU (BERT, nn.GELU
  * default), vectorised in float (nn.c): within 3.9e-7 of the exact value,
  * under 1 ulp; the same bits on every machine. Its naive twin is
- * gelu_erf_forward (kernels.h: double, rounded once). */
+ * gelu_erf_forward_naive (kernels.h: double, rounded once). */
 void gelu_erf_inplace(float *x, size_t n);
+/* din[n] = dout * (Phi(x) + x phi(x)), its gradient, vectorised the same way
+ * (din may equal dout); naive twin gelu_erf_backward_naive (kernels.h). */
+void gelu_erf_grad(float *din, const float *dout, const float *x, size_t n);
 /* x = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in place: gelu_new (GPT-2) */
 void gelu_tanh_inplace(float *x, size_t n);
 

@@ -4,7 +4,10 @@
  * has; the properties bert.c's determinism rests on: a row's bits do not
  * depend on the number of rows or the panel split, and the AVX-512 and
  * AVX2+FMA variants agree bit for bit. And nn.c's vectorised
- * gelu_erf_inplace against gelu_erf_forward (double, rounded once). */
+ * gelu_erf_inplace and gelu_erf_grad against the double GELU and its
+ * gradient (gelu_erf_forward_naive / gelu_erf_backward_naive), and the
+ * threaded gelu_erf_forward / gelu_erf_backward: the same bits at 1 and 2
+ * threads as the single-call kernels. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +18,7 @@
 #include "kernels.h"
 #include "kernels_linear.h"
 #include "nn.h"
+#include "parfor.h"
 #include "util.h"
 
 static rng_t R;
@@ -118,7 +122,7 @@ int main(void) {
 
     printf("# packed linear: worst error / bound over all cases %.3g\n", worst_all);
 
-    /* gelu_erf_inplace (float, vectorised) against gelu_erf_forward (double) */
+    /* gelu_erf_inplace (float, vectorised) against gelu_erf_forward_naive (double) */
     size_t N = 1 << 20;
     float *x = xmalloc((N + 40) * sizeof(float)), *y = xmalloc((N + 40) * sizeof(float));
     float *g = xmalloc((N + 40) * sizeof(float));
@@ -130,7 +134,7 @@ int main(void) {
     size_t tot = N + ns;
     memcpy(y, x, tot * sizeof(float));
     gelu_erf_inplace(y, tot);
-    gelu_erf_forward(g, x, tot);
+    gelu_erf_forward_naive(g, x, tot);
     double worst = 0;
     size_t at = 0;
     for (size_t i = 0; i < tot; i++) {
@@ -155,6 +159,49 @@ int main(void) {
     y[0] = NAN;
     gelu_erf_inplace(y, 1);
     CHECK(isnan(y[0]), "gelu_erf_inplace: NaN stays NaN");
+
+    /* gelu_erf_grad against the double gradient Phi(x) + x phi(x), times random upstream values */
+    float *dy = rnd(tot, 1.0f), *d1 = xmalloc(tot * sizeof(float)), *d2 = xmalloc(tot * sizeof(float));
+    gelu_erf_grad(d1, dy, x, tot);
+    gelu_erf_backward_naive(g, dy, x, tot);
+    worst = 0, at = 0;
+    for (size_t i = 0; i < tot; i++) {
+        /* 1 + erf within 4.3e-7 relative (x > -1), 1.4e-6 (x < -1, where Phi < 0.16): the gradient within
+         * 1e-6 of |dy| or 2 ulp of the value */
+        double d = fabs((double)d1[i] - g[i]);
+        double tol = fmax(1e-6 * fabs(dy[i]), ldexp(1.0, -22) * fabs(g[i]));
+        if (d / tol > worst) worst = d / tol, at = i;
+    }
+    CHECKF(worst <= 1.0, "gelu_erf_grad: within max(1e-6 |dy|, 2 ulp) of the double gradient on [-12, 12] and specials",
+           "worst error / bound %.3g at x = %.9g", worst, (double)x[at]);
+    printf("# gelu_erf_grad: worst error / bound %.3g (|d| %.3g at x = %.9g)\n", worst,
+           fabs((double)d1[at] - g[at]), (double)x[at]);
+    int gt = 1;
+    for (int len = 1; len <= 33; len++) {
+        gelu_erf_grad(d2, dy + 1000, x + 1000, (size_t)len);
+        gt &= !memcmp(d2, d1 + 1000, (size_t)len * sizeof(float));
+    }
+    CHECK(gt, "gelu_erf_grad: a value's bits do not depend on the length of the run (tails 1..33)");
+    memcpy(d2, dy, tot * sizeof(float));
+    gelu_erf_grad(d2, d2, x, tot);
+    CHECK(!memcmp(d2, d1, tot * sizeof(float)), "gelu_erf_grad: in place (din = dout) gives the same bits");
+
+    /* the threaded wrappers: the bits of the single-call kernels, on 1 thread and on 2 */
+    memcpy(y, x, tot * sizeof(float));
+    gelu_erf_inplace(y, tot);
+    for (int th = 1; th <= 2; th++) {
+        parfor_init(th);
+        gelu_erf_forward(g, x, tot);
+        CHECKF(!memcmp(g, y, tot * sizeof(float)), "gelu_erf_forward: the bits of gelu_erf_inplace",
+               "%d thread(s)", th);
+        memcpy(g, x, tot * sizeof(float));
+        gelu_erf_forward(g, g, tot);
+        CHECKF(!memcmp(g, y, tot * sizeof(float)), "gelu_erf_forward: in place", "%d thread(s)", th);
+        gelu_erf_backward(d2, dy, x, tot);
+        CHECKF(!memcmp(d2, d1, tot * sizeof(float)), "gelu_erf_backward: the bits of gelu_erf_grad",
+               "%d thread(s)", th);
+    }
+    free(dy), free(d1), free(d2);
     free(x), free(y), free(g);
     return check_exit();
 }
