@@ -288,12 +288,18 @@ static void forward(cnn14t *m, float *e, const float *mel, int B, int T, const u
 }
 
 void cnn14t_backward(cnn14t *m, const float *de) {
+    int H = T_HEAD(m), E = m->embed;
+    /* audio_proj.2 */
+    linear_backward(m->d0, G(m, H + 2), G(m, H + 3), de, m->hid, P(m, H + 2), m->B, E, E);
+    cnn14t_backward_hidden(m, m->d0);
+}
+
+void cnn14t_backward_hidden(cnn14t *m, const float *dhid) {
     int B = m->B, T = m->T, M = m->n_mels, N = m->nblocks, H = T_HEAD(m), E = m->embed;
     int cl = m->channels[N - 1];
-    /* the head */
+    /* the head below audio_proj.2 (dhid may be m->d0) */
     float *dh = m->d0, *dfeat = m->d1;
-    linear_backward(dh, G(m, H + 2), G(m, H + 3), de, m->hid, P(m, H + 2), B, E, E);
-    relu_backward(dh, dh, m->hid, (size_t)B * E);
+    relu_backward(dh, dhid, m->hid, (size_t)B * E);
     linear_backward(dfeat, G(m, H), G(m, H + 1), dh, m->feat, P(m, H), B, cl, E);
     /* spatial sizes of every block's input */
     int ts[CNN14T_MAX_BLOCKS + 1], fs[CNN14T_MAX_BLOCKS + 1];

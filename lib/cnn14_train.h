@@ -86,6 +86,10 @@ void cnn14t_forward_eval(cnn14t *m, float *e, const float *mel, int B, int T);
 /* grads += d loss / d params, given de[B, E] = d loss / d e of the last
  * training forward pass */
 void cnn14t_backward(cnn14t *m, const float *de);
+/* The same from dhid[B, E] = d loss / d relu(audio_proj.0(feat)), the hidden
+ * layer of the head (PANNs-style tagging on it: tag_train.c); audio_proj.2's
+ * gradients are left as they are. */
+void cnn14t_backward_hidden(cnn14t *m, const float *dhid);
 
 /* SpecAugment's stripes of one clip of T frames and M mel bins, keyed by
  * key: stripes[(nt + nf) * 2] = (start, width), the nt time stripes first

@@ -420,26 +420,7 @@ typedef struct {
     float *hp, *hg, *hm, *hv; /* the head: W [K, E] then b [K] */
     size_t nh;
     int p2w, p2b;             /* audio_proj.2, which tagging neither uses nor trains */
-    float *swap;              /* [E, E] */
 } tagger;
-
-/* dh[B, E] = d loss / d h, h = relu(audio_proj.0(feat)) of the last training
- * forward pass: cnn14t_backward takes the gradient at audio_proj.2's output,
- * so audio_proj.2's weight is the identity for the call (dh passes through
- * unchanged: every product is by 1 or 0), then restored, its gradient
- * dropped. */
-static void backward_hidden(tagger *tg, const float *dh) {
-    cnn14t *m = tg->m;
-    int E = tg->E;
-    float *W2 = m->params + m->t[tg->p2w].off;
-    memcpy(tg->swap, W2, (size_t)E * E * sizeof(float));
-    memset(W2, 0, (size_t)E * E * sizeof(float));
-    for (int i = 0; i < E; i++) W2[(size_t)i * E + i] = 1;
-    cnn14t_backward(m, dh);
-    memcpy(W2, tg->swap, (size_t)E * E * sizeof(float));
-    memset(m->grads + m->t[tg->p2w].off, 0, m->t[tg->p2w].numel * sizeof(float));
-    memset(m->grads + m->t[tg->p2b].off, 0, m->t[tg->p2b].numel * sizeof(float));
-}
 
 /* logits z[B, K] of h[B, E] */
 static void head_forward(const tagger *tg, float *z, const float *h, int B) {
@@ -628,7 +609,6 @@ int tag_train_run(const tag_train_opts *o) {
     tg->nh = (size_t)K * E + K;
     tg->hp = xcalloc(tg->nh, sizeof(float)), tg->hg = xcalloc(tg->nh, sizeof(float));
     tg->hm = xcalloc(tg->nh, sizeof(float)), tg->hv = xcalloc(tg->nh, sizeof(float));
-    tg->swap = xmalloc((size_t)E * E * sizeof(float));
     {
         st_file *f = st_open(o->init, err, sizeof err);
         if (!f) die("%s", err);
@@ -722,7 +702,7 @@ int tag_train_run(const tag_train_opts *o) {
             loss /= (double)B * K;
             if (!isfinite(loss)) die("step %ld: the loss is not finite (%g)", step + 1, loss);
             linear_backward(dh, tg->hg, tg->hg + (size_t)K * E, dz, h, tg->hp, B, E, K);
-            backward_hidden(tg, dh);
+            cnn14t_backward_hidden(tg->m, dh); /* the gradient at h = relu(audio_proj.0(feat)) */
             if (o->save_grads && step == 0) write_grads(o->save_grads, tg);
             adamw_torch_step(m->params, m->grads, am, av, ntrain, step + 1, lr, o->b1, o->b2, o->eps, o->wd);
             adamw_torch_step(tg->hp, tg->hg, tg->hm, tg->hv, tg->nh, step + 1, lr, o->b1, o->b2, o->eps, o->wd);
@@ -769,7 +749,7 @@ int tag_train_run(const tag_train_opts *o) {
     free_clips(vclips, nv);
     for (int k = 0; k < K; k++) free(cls[k]);
     free(cls), free(am), free(av), free(mel), free(e), free(z), free(dz), free(dh), free(perm), free(keys);
-    free(tg->hp), free(tg->hg), free(tg->hm), free(tg->hv), free(tg->swap);
+    free(tg->hp), free(tg->hg), free(tg->hm), free(tg->hv);
     cnn14t_free(m);
     return stopped ? EXIT_FATAL : problems ? EXIT_PARTIAL : EXIT_OK;
 }
