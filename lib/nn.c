@@ -161,7 +161,7 @@ static inline __attribute__((always_inline)) void gelu_grad16(float *d, const fl
     memcpy(d, &out, sizeof out);
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) /* clang-14 emits no symbol for these clones */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void gelu_erf_inplace(float *x, size_t n) {
@@ -175,7 +175,7 @@ void gelu_erf_inplace(float *x, size_t n) {
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) /* clang-14 emits no symbol for these clones */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void gelu_erf_grad(float *din, const float *dout, const float *x, size_t n) {
