@@ -6,8 +6,8 @@
  *
  * Every rank must end a step with the same bits in every parameter, so the
  * sums are not MPI_Allreduce (MPI lets its algorithms add in an order that
- * depends on the rank count and even differ between ranks): each rank gathers
- * the others' vectors, in pieces of fixed size, and adds them in rank order. */
+ * depends on the rank count and even differ between ranks): each rank adds one
+ * slice, every rank's copy of it in rank order, and the sums are gathered. */
 #ifndef WSAC_DIST_H
 #define WSAC_DIST_H
 

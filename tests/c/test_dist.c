@@ -63,8 +63,9 @@ int main(int argc, char **argv) {
     tool_init("test_dist");
     int R = dist_init(&argc, &argv), me = dist_rank();
     if (me) check_quiet_ok_ = 1;
-    size_t sizes[3] = {7, 1000, (1 << 20) + 3}; /* the last is cut into two pieces */
-    for (int s = 0; s < 3; s++) {
+    /* fewer values than ranks, slices that do not divide evenly, two pieces */
+    size_t sizes[4] = {3, 7, 1000, (1 << 20) + 3};
+    for (int s = 0; s < 4; s++) {
         size_t n = sizes[s];
         float *mine = xmalloc(n * sizeof(float)), *all = xmalloc((size_t)R * n * sizeof(float));
         for (size_t i = 0; i < n; i++) mine[i] = val(me, i);

@@ -10,6 +10,8 @@ the unsplit batch's loss.
 
     sh tests/run.sh --full test_clap_train_salsa_mem     (minutes; 12 GB of memory)
     WSAC_MEM_BS=2,4 WSAC_MEM_MODES=plain,micro1+recompute ...   a subset
+    WSAC_MEM_ARGS="--patchout-t 0 --patchout-f 0" ...   more clap-train options
+                                                        (here: all 498 tokens)
 
 The table's per-clip slope gives the peak at any batch size: peak(bs) =
 fixed + bs x per-clip (plain), fixed + micro x per-clip' (micro-batches).
@@ -41,6 +43,7 @@ import wsacstream as ws  # noqa: E402
 THREADS = os.environ.get("WSAC_MEM_THREADS", "1")
 BS = [int(x) for x in os.environ.get("WSAC_MEM_BS", "2,4").split(",")]
 MODES = os.environ.get("WSAC_MEM_MODES", "plain,recompute,micro1,micro1+recompute").split(",")
+EXTRA = os.environ.get("WSAC_MEM_ARGS", "").split()
 _, MODEL = fullsalsa.ensure()
 tmpd = tempfile.TemporaryDirectory(prefix="wsac-train-salsa-mem-")
 tmp = tmpd.name
@@ -62,7 +65,7 @@ with open(caps, "w") as f:
 def run(bs, mode):
     args = [tool("clap-train"), "--init", MODEL, "--mel", mel, "--captions", caps, "--bs", str(bs), "--no-shuffle",
             "--max-steps", "1", "--epochs", "1", "-j", THREADS, "-q", "--log", os.path.join(tmp, "log.tsv"),
-            "-o", os.path.join(tmp, "out.st")]
+            "-o", os.path.join(tmp, "out.st")] + EXTRA
     if "recompute" in mode:
         args.append("--recompute")
     if mode.startswith("micro"):
