@@ -25,7 +25,8 @@ AdamW's two moments are 6.6 GiB of it):
     bs 64 (extrapolated): plain 47.9 GiB, recompute 14.5 GiB, micro 6.7-7.2 GiB
     bs 64 (SALSA's), --micro-bs 8 --recompute, -j 2 (WSAC_MEM_BS=64
     WSAC_MEM_MODES=micro8+recompute WSAC_MEM_THREADS=2): 7.71 GiB measured,
-    1125 s for the step on 2 cores shared with other runs."""
+    361 s on the 2 quiet cores (1125 s shared with other runs); all 498 tokens
+    (WSAC_MEM_ARGS="--patchout-t 0 --patchout-f 0"): 8.39 GiB, 644 s."""
 import os
 import subprocess
 import sys
