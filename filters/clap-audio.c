@@ -59,8 +59,6 @@ static void check_front_end(const ws_reader *r) {
     }
 }
 
-/* The first header's params.frontend ("wavcaps" when absent: every stream
- * made before wav2mel had front ends), from the raw header bytes. */
 /* the first header's params.frontend: "wavcaps" when absent (streams before --frontend) */
 static const char *stream_frontend(const ws_reader *r) {
     const char *fe;
@@ -68,27 +66,25 @@ static const char *stream_frontend(const ws_reader *r) {
     return rc < 0 ? "wavcaps" : rc > 0 ? "(not a string)" : fe;
 }
 
-/* SALSA's audio tower (lib/passt.h) */
-static int run_passt(const char *model_path, const char *input, int threads) {
-    char err[1024];
-    passt_model *m = passt_load(model_path, err, sizeof err);
-    if (!m) die("%s", err);
+/* One audio tower behind the record loop: the stream header checked once,
+ * then each clip's mel to an embedding or a reason it cannot be encoded. */
+typedef struct encoder {
+    int embed;
+    ws_param *params; /* the output header's; header() may change values */
+    int nparams;
+    void (*header)(struct encoder *e, const ws_reader *r);  /* dies on a stream it cannot take */
+    const char *(*encode)(struct encoder *e, const ws_record *rec, const ws_tensor *mel, float *emb /* [embed] */,
+                          char *why, size_t nwhy); /* NULL, or why the clip failed */
+    void *ctx;
+} encoder;
+
+/* Every record of the stream through e: "mel" consumed, "emb" added, the rest
+ * passed on; a failed clip named with its reason. Returns the exit status. */
+static int encode_stream(encoder *e, const char *input) {
     ws_reader *r = ws_reader_open_path(input);
     if (!r) die("cannot open %s: %m", input);
-    const passt_config *cfg = &m->cfg;
-    passt_state st;
-    passt_state_init(&st, m, threads);
-    float *emb = xmalloc((size_t)cfg->embed * sizeof(float));
+    float *emb = xmalloc((size_t)e->embed * sizeof(float));
     ws_writer *w = NULL;
-    const char *src = st_meta(m->file, "wsac.source");
-    ws_param params[] = {
-        {"model", 's', 0, 0, model_path}, {"source", 's', 0, 0, src ? src : ""},
-        {"arch", 's', 0, 0, "passt"},     {"frontend", 's', 0, 0, cfg->frontend},
-        {"n_mels", 'i', cfg->n_mels, 0, 0}, {"blocks", 'i', cfg->depth, 0, 0},
-        {"embed", 'i', cfg->embed, 0, 0}, {"segment_frames", 'i', cfg->seg_frames, 0, 0},
-        {"segments", 'i', cfg->nseg, 0, 0}, {"cut", 's', 0, 0, "segments"},
-    };
-    int segmented = 0;
     static const char *const consumed[] = {"mel", NULL};
     progress pr;
     progress_init(&pr, "clips", -1);
@@ -96,30 +92,9 @@ static int run_passt(const char *model_path, const char *input, int threads) {
     ws_record rec;
     int s;
     while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
-        if (!w) {
-            if (strcmp(stream_frontend(r), cfg->frontend))
-                die("the mel stream's front end is %s, the model takes %s (make it with wav2mel --frontend %s)",
-                    stream_frontend(r), cfg->frontend, cfg->frontend);
-            /* wav2mel --frontend passt records its cut: pieces of segment_samples, segments of them */
-            double seg = 0, k = -1, hop = -1, sr = -1;
-            segmented = !ws_reader_param(r, "segment_samples", &seg) && seg > 0;
-            if (segmented) {
-                ws_reader_param(r, "segments", &k);
-                if (seg != (double)cfg->seg_samples || k != cfg->nseg)
-                    die("the mel stream's pieces are %g samples, %g to the fixed length; the model's are %ld, %d "
-                        "(make it with wav2mel --frontend passt --segment-samples %ld --segments %d)", seg, k,
-                        cfg->seg_samples, cfg->nseg, cfg->seg_samples, cfg->nseg);
-                if (!ws_reader_param(r, "hop", &hop) && hop != cfg->hop)
-                    die("the mel stream's hop is %g samples, the model's %d (wav2mel --hop %d)", hop, cfg->hop, cfg->hop);
-                if (cfg->sr && !ws_reader_param(r, "sr", &sr) && sr != cfg->sr)
-                    die("the mel stream's rate is %g Hz, the model's %d (wav2mel --sr %d)", sr, cfg->sr, cfg->sr);
-            } else {
-                params[sizeof params / sizeof params[0] - 1].s = "whole";
-                warnx_("warning: a whole-clip PaSST mel: its %d-frame segments are sliced from the clip's mel, an "
-                       "approximation of SALSA's waveform cut (wav2mel --frontend passt without --whole-clip is exact)",
-                       cfg->seg_frames);
-            }
-            w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
+        if (!w) { /* the upstream header is known once the first record is in */
+            e->header(e, r);
+            w = ws_writer_open(stdout, "clap-audio", e->params, e->nparams, r);
         }
         char nm[300], why[400];
         const ws_tensor *mel;
@@ -127,24 +102,17 @@ static int run_passt(const char *model_path, const char *input, int threads) {
         const char *key = rec.key ? rec.key : ws_record_name(&rec, nm, sizeof nm);
         if (rec.err[0]) bad = rec.err;
         else if (!(mel = ws_record_tensor(&rec, "mel", DT_F32, 2, why, sizeof why))) bad = why;
-        else {
-            long T = (long)mel->shape[0], M = (long)mel->shape[1], n = 0;
-            const ws_field *sf = ws_record_field(&rec, "samples");
-            if (sf && sf->kind == WF_INT && sf->i > 0) n = (long)sf->i;
-            if (!(bad = passt_input_error(m, mel->data, T, M, why, sizeof why)) &&
-                !(segmented && (bad = passt_segments_error(m, T, n, why, sizeof why)))) {
-                passt_forward(&st, m, mel->data, T, n, emb);
-                int finite = 1;
-                for (int i = 0; i < cfg->embed; i++) finite &= isfinite(emb[i]) != 0;
-                if (!finite) {
-                    bad = "the embedding is not finite (overflow inside the network: are the model's weights sane?)";
-                } else {
-                    int64_t shape[1] = {cfg->embed};
-                    ws_begin(w, rec.key);
-                    ws_put_tensor(w, "emb", DT_F32, 1, shape, emb);
-                    ws_put_fields_except(w, &rec, consumed);
-                    ws_end(w);
-                }
+        else if (!(bad = e->encode(e, &rec, mel, emb, why, sizeof why))) {
+            int finite = 1;
+            for (int i = 0; i < e->embed; i++) finite &= isfinite(emb[i]) != 0;
+            if (!finite) {
+                bad = "the embedding is not finite (overflow inside the network: are the model's weights sane?)";
+            } else {
+                int64_t shape[1] = {e->embed};
+                ws_begin(w, rec.key);
+                ws_put_tensor(w, "emb", DT_F32, 1, shape, emb);
+                ws_put_fields_except(w, &rec, consumed);
+                ws_end(w);
             }
         }
         if (bad) ws_fail(w, key, "%s", bad);
@@ -153,15 +121,128 @@ static int run_passt(const char *model_path, const char *input, int threads) {
     }
     if (s == WS_ERROR) die("%s", ws_reader_error(r));
     progress_end(&pr, done);
-    if (!w) w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
+    if (!w) w = ws_writer_open(stdout, "clap-audio", e->params, e->nparams, r);
     long ok = ws_writer_records(w), failed = ws_writer_failed(w);
     ws_writer_close(w);
     close_stdout_or_die();
     ws_reader_close(r);
-    passt_state_free(&st);
     free(emb);
-    passt_free(m);
     return finish(ok, failed);
+}
+
+/* SALSA's audio tower (lib/passt.h) */
+typedef struct {
+    passt_model *m;
+    passt_state st;
+    int segmented; /* wav2mel --frontend passt's cut, not a whole-clip mel */
+} passt_enc;
+
+static void passt_header(encoder *e, const ws_reader *r) {
+    passt_enc *p = e->ctx;
+    const passt_config *cfg = &p->m->cfg;
+    if (strcmp(stream_frontend(r), cfg->frontend))
+        die("the mel stream's front end is %s, the model takes %s (make it with wav2mel --frontend %s)",
+            stream_frontend(r), cfg->frontend, cfg->frontend);
+    /* wav2mel --frontend passt records its cut: pieces of segment_samples, segments of them */
+    double seg = 0, k = -1, hop = -1, sr = -1;
+    p->segmented = !ws_reader_param(r, "segment_samples", &seg) && seg > 0;
+    if (p->segmented) {
+        ws_reader_param(r, "segments", &k);
+        if (seg != (double)cfg->seg_samples || k != cfg->nseg)
+            die("the mel stream's pieces are %g samples, %g to the fixed length; the model's are %ld, %d "
+                "(make it with wav2mel --frontend passt --segment-samples %ld --segments %d)", seg, k,
+                cfg->seg_samples, cfg->nseg, cfg->seg_samples, cfg->nseg);
+        if (!ws_reader_param(r, "hop", &hop) && hop != cfg->hop)
+            die("the mel stream's hop is %g samples, the model's %d (wav2mel --hop %d)", hop, cfg->hop, cfg->hop);
+        if (cfg->sr && !ws_reader_param(r, "sr", &sr) && sr != cfg->sr)
+            die("the mel stream's rate is %g Hz, the model's %d (wav2mel --sr %d)", sr, cfg->sr, cfg->sr);
+    } else {
+        e->params[e->nparams - 1].s = "whole"; /* "cut" */
+        warnx_("warning: a whole-clip PaSST mel: its %d-frame segments are sliced from the clip's mel, an "
+               "approximation of SALSA's waveform cut (wav2mel --frontend passt without --whole-clip is exact)",
+               cfg->seg_frames);
+    }
+}
+
+static const char *passt_encode(encoder *e, const ws_record *rec, const ws_tensor *mel, float *emb, char *why,
+                                size_t nwhy) {
+    passt_enc *p = e->ctx;
+    long T = (long)mel->shape[0], M = (long)mel->shape[1], n = 0;
+    const ws_field *sf = ws_record_field(rec, "samples");
+    if (sf && sf->kind == WF_INT && sf->i > 0) n = (long)sf->i;
+    const char *bad = passt_input_error(p->m, mel->data, T, M, why, nwhy);
+    if (!bad && p->segmented) bad = passt_segments_error(p->m, T, n, why, nwhy);
+    if (!bad) passt_forward(&p->st, p->m, mel->data, T, n, emb);
+    return bad;
+}
+
+static int run_passt(const char *model_path, const char *input, int threads) {
+    char err[1024];
+    passt_enc p = {0};
+    if (!(p.m = passt_load(model_path, err, sizeof err))) die("%s", err);
+    const passt_config *cfg = &p.m->cfg;
+    passt_state_init(&p.st, p.m, threads);
+    const char *src = st_meta(p.m->file, "wsac.source");
+    ws_param params[] = {
+        {"model", 's', 0, 0, model_path}, {"source", 's', 0, 0, src ? src : ""},
+        {"arch", 's', 0, 0, "passt"},     {"frontend", 's', 0, 0, cfg->frontend},
+        {"n_mels", 'i', cfg->n_mels, 0, 0}, {"blocks", 'i', cfg->depth, 0, 0},
+        {"embed", 'i', cfg->embed, 0, 0}, {"segment_frames", 'i', cfg->seg_frames, 0, 0},
+        {"segments", 'i', cfg->nseg, 0, 0}, {"cut", 's', 0, 0, "segments"}, /* last: passt_header sets it */
+    };
+    encoder e = {cfg->embed, params, (int)(sizeof params / sizeof params[0]), passt_header, passt_encode, &p};
+    int rc = encode_stream(&e, input);
+    passt_state_free(&p.st);
+    passt_free(p.m);
+    return rc;
+}
+
+/* WavCaps' CNN14 (lib/cnn14.h) */
+typedef struct {
+    cnn14_model *m;
+    cnn14_state st;
+    int naive, center; /* --naive; --crop center */
+    double max_seconds, hdr_mels;
+    long max_frames; /* --max-seconds in frames of the stream's hop; 0: the whole clip */
+} cnn14_enc;
+
+static void cnn14_header(encoder *e, const ws_reader *r) {
+    cnn14_enc *c = e->ctx;
+    if (strcmp(stream_frontend(r), "wavcaps"))
+        die("the mel stream's front end is %s, the model takes wavcaps (make it with wav2mel --frontend "
+            "wavcaps, the default)", stream_frontend(r));
+    check_front_end(r);
+    c->hdr_mels = -1;
+    ws_reader_param(r, "n_mels", &c->hdr_mels);
+    if (c->max_seconds > 0) {
+        double sr = 32000, hop = 320; /* WavCaps', when the header lacks them */
+        if (ws_reader_param(r, "sr", &sr) || !(sr >= 1 && sr <= 1e7)) sr = 32000;
+        if (ws_reader_param(r, "hop", &hop) || !(hop >= 1 && hop <= 1e7)) hop = 320;
+        /* the frames of an S-second waveform crop: T = 1 + floor(N / hop) */
+        c->max_frames = 1 + (long)floor(c->max_seconds * sr / hop + 1e-9);
+    }
+}
+
+static const char *cnn14_encode(encoder *e, const ws_record *rec, const ws_tensor *mel, float *emb, char *why,
+                                size_t nwhy) {
+    (void)rec;
+    cnn14_enc *c = e->ctx;
+    if (c->hdr_mels >= 0 && c->hdr_mels != c->m->cfg.n_mels) {
+        snprintf(why, nwhy, "the stream header says n_mels %g, the model takes %d (wav2mel --n-mels %d)",
+                 c->hdr_mels, c->m->cfg.n_mels, c->m->cfg.n_mels);
+        return why;
+    }
+    long T = (long)mel->shape[0], M = (long)mel->shape[1], t0 = 0;
+    if (c->max_frames > 0 && T > c->max_frames) {
+        if (c->center) t0 = (T - c->max_frames) / 2;
+        T = c->max_frames;
+    }
+    const float *x = (const float *)mel->data + (size_t)t0 * (size_t)M;
+    const char *bad = cnn14_input_error(c->m, x, T, M, why, nwhy);
+    if (bad) return bad;
+    if (c->naive) cnn14_forward_naive(c->m, x, (int)T, emb);
+    else cnn14_forward(&c->st, c->m, x, (int)T, emb);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -215,93 +296,20 @@ int main(int argc, char **argv) {
         return run_passt(model_path, input, threads);
     }
     int algo = !strcmp(conv, "im2col") ? CNN14_IM2COL : !strcmp(conv, "winograd") ? CNN14_WINOGRAD : CNN14_AUTO;
-    cnn14_model *m = cnn14_load(model_path, naive ? CNN14_IM2COL : algo, err, sizeof err);
-    if (!m) die("%s", err);
-    ws_reader *r = ws_reader_open_path(input);
-    if (!r) die("cannot open %s: %m", input);
-
-    const cnn14_config *cfg = &m->cfg;
-    cnn14_state st;
-    cnn14_state_init(&st, m, threads);
-    float *emb = xmalloc((size_t)cfg->embed * sizeof(float));
-    ws_writer *w = NULL;
-    const char *src = st_meta(m->file, "wsac.source");
+    cnn14_enc c14 = {.naive = naive, .center = !strcmp(crop, "center"), .max_seconds = max_seconds};
+    if (!(c14.m = cnn14_load(model_path, naive ? CNN14_IM2COL : algo, err, sizeof err))) die("%s", err);
+    const cnn14_config *cfg = &c14.m->cfg;
+    cnn14_state_init(&c14.st, c14.m, threads);
+    const char *src = st_meta(c14.m->file, "wsac.source");
     ws_param params[] = {
         {"model", 's', 0, 0, model_path},   {"source", 's', 0, 0, src ? src : ""},
         {"n_mels", 'i', cfg->n_mels, 0, 0}, {"blocks", 'i', cfg->nblocks, 0, 0},
         {"embed", 'i', cfg->embed, 0, 0},   {"max_seconds", 'f', 0, max_seconds, 0},
         {"crop", 's', 0, 0, crop},          {"conv", 's', 0, 0, naive ? "naive" : conv},
     };
-    static const char *const consumed[] = {"mel", NULL};
-    double hdr_mels = -1;
-    long max_frames = 0;
-    progress pr;
-    progress_init(&pr, "clips", -1);
-    long done = 0;
-    ws_record rec;
-    int s;
-    while ((s = ws_reader_next(r, &rec)) == WS_RECORD) {
-        if (!w) { /* the upstream header is known once the first record is in */
-            w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
-            if (strcmp(stream_frontend(r), "wavcaps"))
-                die("the mel stream's front end is %s, the model takes wavcaps (make it with wav2mel --frontend "
-                    "wavcaps, the default)", stream_frontend(r));
-            check_front_end(r);
-            ws_reader_param(r, "n_mels", &hdr_mels);
-            if (max_seconds > 0) {
-                double sr = 32000, hop = 320; /* WavCaps', when the header lacks them */
-                if (ws_reader_param(r, "sr", &sr) || !(sr >= 1 && sr <= 1e7)) sr = 32000;
-                if (ws_reader_param(r, "hop", &hop) || !(hop >= 1 && hop <= 1e7)) hop = 320;
-                /* the frames of an S-second waveform crop: T = 1 + floor(N / hop) */
-                max_frames = 1 + (long)floor(max_seconds * sr / hop + 1e-9);
-            }
-        }
-        char nm[300], why[400];
-        const ws_tensor *mel;
-        const char *bad = NULL;
-        const char *key = rec.key ? rec.key : ws_record_name(&rec, nm, sizeof nm);
-        if (rec.err[0]) bad = rec.err;
-        else if (!(mel = ws_record_tensor(&rec, "mel", DT_F32, 2, why, sizeof why))) bad = why;
-        else if (hdr_mels >= 0 && hdr_mels != cfg->n_mels) {
-            snprintf(why, sizeof why, "the stream header says n_mels %g, the model takes %d (wav2mel --n-mels %d)",
-                     hdr_mels, cfg->n_mels, cfg->n_mels);
-            bad = why;
-        } else {
-            long T = (long)mel->shape[0], M = (long)mel->shape[1], t0 = 0;
-            if (max_frames > 0 && T > max_frames) {
-                if (!strcmp(crop, "center")) t0 = (T - max_frames) / 2;
-                T = max_frames;
-            }
-            const float *x = (const float *)mel->data + (size_t)t0 * (size_t)M;
-            if (!(bad = cnn14_input_error(m, x, T, M, why, sizeof why))) {
-                if (naive) cnn14_forward_naive(m, x, (int)T, emb);
-                else cnn14_forward(&st, m, x, (int)T, emb);
-                int finite = 1;
-                for (int i = 0; i < cfg->embed; i++) finite &= isfinite(emb[i]) != 0;
-                if (!finite) {
-                    bad = "the embedding is not finite (overflow inside the network: are the model's weights sane?)";
-                } else {
-                    int64_t shape[1] = {cfg->embed};
-                    ws_begin(w, rec.key);
-                    ws_put_tensor(w, "emb", DT_F32, 1, shape, emb);
-                    ws_put_fields_except(w, &rec, consumed);
-                    ws_end(w);
-                }
-            }
-        }
-        if (bad) ws_fail(w, key, "%s", bad);
-        ws_record_free(&rec);
-        progress_update(&pr, ++done);
-    }
-    if (s == WS_ERROR) die("%s", ws_reader_error(r));
-    progress_end(&pr, done);
-    if (!w) w = ws_writer_open(stdout, "clap-audio", params, (int)(sizeof params / sizeof params[0]), r);
-    long ok = ws_writer_records(w), failed = ws_writer_failed(w);
-    ws_writer_close(w);
-    close_stdout_or_die();
-    ws_reader_close(r);
-    cnn14_state_free(&st);
-    free(emb);
-    cnn14_free(m);
-    return finish(ok, failed);
+    encoder e = {cfg->embed, params, (int)(sizeof params / sizeof params[0]), cnn14_header, cnn14_encode, &c14};
+    int rc = encode_stream(&e, input);
+    cnn14_state_free(&c14.st);
+    cnn14_free(c14.m);
+    return rc;
 }
