@@ -173,6 +173,46 @@ int utf8_valid(const char *s, size_t n) {
     return 1;
 }
 
+size_t utf8_next(const unsigned char *s, size_t n, int32_t *cp) {
+    utf8proc_int32_t c;
+    utf8proc_ssize_t k = utf8proc_iterate(s, (utf8proc_ssize_t)n, &c);
+    if (k <= 0) return 0;
+    *cp = c;
+    return (size_t)k;
+}
+
+int utf8_put(char *out, int32_t cp) {
+    uint32_t c = (uint32_t)cp;
+    if (c < 0x80) {
+        out[0] = (char)c;
+        return 1;
+    }
+    if (c < 0x800) {
+        out[0] = (char)(0xC0 | (c >> 6));
+        out[1] = (char)(0x80 | (c & 0x3F));
+        return 2;
+    }
+    if (c < 0x10000) {
+        out[0] = (char)(0xE0 | (c >> 12));
+        out[1] = (char)(0x80 | ((c >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (c >> 18));
+    out[1] = (char)(0x80 | ((c >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((c >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+void utf8_err(char *err, size_t errlen, const char *what, const char *s, size_t n, size_t i) {
+    char bytes[24] = "";
+    size_t k = 0;
+    for (size_t j = i; j < n && j < i + 4; j++)
+        k += (size_t)snprintf(bytes + k, sizeof bytes - k, "%s0x%02x", j > i ? " " : "", (unsigned char)s[j]);
+    seterr(err, errlen, "%s is not valid UTF-8 at byte %zu (%s)", what, i, bytes);
+}
+
 void json_write_string(FILE *f, const char *s, size_t n) {
     size_t i = 0;
     fputc('"', f);

@@ -80,6 +80,18 @@ double now_seconds(void);
 /* Whether bytes [s, s+n) are valid UTF-8. */
 int utf8_valid(const char *s, size_t n);
 
+/* The code point at s[0..n), n > 0, strictly decoded (utf8proc_iterate: no
+ * overlongs, surrogates or values above U+10FFFF): its length in bytes, or 0
+ * if the bytes there are not valid UTF-8. */
+size_t utf8_next(const unsigned char *s, size_t n, int32_t *cp);
+
+/* cp (0..U+10FFFF) as UTF-8 into out[0..4); returns the length. Not
+ * utf8proc_encode_char, which writes U+FFFE and U+FFFF as one byte each. */
+int utf8_put(char *out, int32_t cp);
+
+/* err = "WHAT is not valid UTF-8 at byte I (0xff 0x41)", the bytes from s[i]. */
+void utf8_err(char *err, size_t errlen, const char *what, const char *s, size_t n, size_t i);
+
 /* Write a JSON string literal for bytes s[0..n) to f; invalid UTF-8 bytes
  * become U+FFFD so the output is always valid JSON. */
 void json_write_string(FILE *f, const char *s, size_t n);
