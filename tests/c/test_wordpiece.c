@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "util.h"
 #include "wordpiece.h"
 
 static char err[512];
@@ -162,6 +163,42 @@ static void tok_none(const char *name, const char *text, size_t len) {
 }
 
 #define TOKNONE(name, text) tok_none(name, text, sizeof(text) - 1)
+
+/* lib/util.c's UTF-8 helpers, shared by both tokenizers: every scalar value
+ * encodes to the standard's bytes and decodes back (U+FFFE/U+FFFF included,
+ * which utf8proc_encode_char would write as one byte); surrogates, overlongs,
+ * values above U+10FFFF and cut sequences are refused. */
+static void test_utf8(void) {
+    int ok = 1;
+    int32_t bad_at = -1;
+    for (int32_t cp = 0; cp <= 0x10FFFF && ok; cp++) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+        char b[4];
+        int32_t back = -1;
+        int n = utf8_put(b, cp), want = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+        ok = n == want && utf8_next((const unsigned char *)b, (size_t)n, &back) == (size_t)n && back == cp &&
+             (n == 1 || utf8_next((const unsigned char *)b, (size_t)n - 1, &back) == 0); /* cut: refused */
+        if (!ok) bad_at = cp;
+    }
+    CHECKF(ok, "utf8_put/utf8_next: every scalar value round-trips in its shortest form", "U+%04X", bad_at);
+    char ffff[4];
+    CHECK(utf8_put(ffff, 0xFFFF) == 3 && !memcmp(ffff, "\xEF\xBF\xBF", 3), "utf8_put: U+FFFF is EF BF BF");
+    static const struct {
+        const char *s;
+        size_t n;
+    } bad[] = {{"\xC0\x80", 2},         {"\xE0\x80\x80", 3}, {"\xED\xA0\x80", 3}, {"\xF4\x90\x80\x80", 4},
+               {"\xF0\x80\x80\x80", 4}, {"\x80", 1},          {"\xE2\x82", 2},     {"\xFF", 1}};
+    int refused = 1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int32_t cp;
+        refused &= utf8_next((const unsigned char *)bad[i].s, bad[i].n, &cp) == 0;
+    }
+    CHECK(refused, "utf8_next: overlongs, surrogates, > U+10FFFF, stray and cut bytes refused");
+    char msg[128];
+    utf8_err(msg, sizeof msg, "text", "ab\xFF\x41", 4, 2);
+    CHECKF(!strcmp(msg, "text is not valid UTF-8 at byte 2 (0xff 0x41)"), "utf8_err: names the byte and shows it",
+           "%s", msg);
+}
 
 static void test_vocab(void) {
     CHECK(wp_vocab_size(W) == 30522, "vocab: 30522 tokens");
@@ -453,6 +490,7 @@ int main(int argc, char **argv) {
     W = wp_load_file(vp, err, sizeof err);
     CHECKF(W != NULL, "load bert-base-uncased vocab", "%s (data/bert-base-uncased-vocab.txt is part of the repository)", err);
     if (!W) return check_exit();
+    test_utf8();
     test_vocab();
     test_tokenize();
     test_invalid();
