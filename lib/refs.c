@@ -2,7 +2,6 @@
  * candidates (KEY<TAB>CAPTION lines); see refs.h. */
 #include "refs.h"
 
-#include <csv.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -11,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csvrows.h"
 #include "lines.h"
 #include "util.h"
 
@@ -73,28 +73,9 @@ void capset_free(cap_set *s) {
 typedef struct {
     cap_set *set;
     const char *path;
-    char **fields;
-    int nf, capf;
-    long line, row_line; /* line being fed; first line of the current row */
-    /* header */
     int have_header, ncols, key_col, cap_col; /* cap_col >= 0: AudioCaps */
     char *is_cap;                             /* Clotho: which columns are captions */
-    int fatal;
-    char *err;
-    size_t errlen;
 } csvctx;
-
-static void on_field(void *data, size_t len, void *ctx_) {
-    csvctx *c = ctx_;
-    if (c->nf == c->capf) {
-        c->capf = c->capf ? 2 * c->capf : 16;
-        c->fields = xrealloc(c->fields, (size_t)c->capf * sizeof(char *));
-    }
-    char *f = xmalloc(len + 1);
-    if (len) memcpy(f, data, len);
-    f[len] = 0;
-    c->fields[c->nf++] = f;
-}
 
 static void bad_row(csvctx *c, long line, const char *fmt, const char *arg) {
     char msg[400];
@@ -103,18 +84,17 @@ static void bad_row(csvctx *c, long line, const char *fmt, const char *arg) {
     c->set->bad++;
 }
 
-static void header(csvctx *c) {
+static int header(csvctx *c, char **fields, int nf, char *err, size_t errlen) {
     c->have_header = 1;
-    c->ncols = c->nf;
+    c->ncols = nf;
     c->key_col = 0;
     c->cap_col = -1;
-    if (c->nf && !strncmp(c->fields[0], "\xEF\xBB\xBF", 3)) memmove(c->fields[0], c->fields[0] + 3, strlen(c->fields[0]) - 2);
     int yt = -1, capc = -1, ncap = 0;
-    c->is_cap = xcalloc((size_t)c->nf + 1, 1);
-    for (int i = 0; i < c->nf; i++) {
-        if (!strcmp(c->fields[i], "youtube_id")) yt = i;
-        if (!strcmp(c->fields[i], "caption")) capc = i;
-        if (i > 0 && !strncmp(c->fields[i], "caption", 7)) c->is_cap[i] = 1, ncap++;
+    c->is_cap = xcalloc((size_t)nf + 1, 1);
+    for (int i = 0; i < nf; i++) {
+        if (!strcmp(fields[i], "youtube_id")) yt = i;
+        if (!strcmp(fields[i], "caption")) capc = i;
+        if (i > 0 && !strncmp(fields[i], "caption", 7)) c->is_cap[i] = 1, ncap++;
     }
     if (yt >= 0 && capc >= 0) {
         c->key_col = yt;
@@ -123,112 +103,65 @@ static void header(csvctx *c) {
     } else if (ncap > 0) {
         c->set->format = "clotho-csv";
     } else {
-        snprintf(c->err, c->errlen,
+        snprintf(err, errlen,
                  "%s: unrecognised CSV header (want file_name,caption_1,...,caption_N or "
                  "audiocap_id,youtube_id,start_time,caption)",
                  c->path);
-        c->fatal = 1;
+        return -1;
     }
+    return 0;
 }
 
-static void on_row(int term, void *ctx_) {
-    csvctx *c = ctx_;
-    (void)term;
-    long line = c->row_line ? c->row_line : c->line;
-    c->row_line = 0;
-    if (c->fatal) goto out;
-    if (!c->have_header) {
-        header(c);
-        goto out;
-    }
-    if (c->nf != c->ncols) {
+static int on_row(void *ctx, char **fields, int nf, long line, char *err, size_t errlen) {
+    csvctx *c = ctx;
+    if (!c->have_header) return header(c, fields, nf, err, errlen);
+    if (nf != c->ncols) {
         char n[64];
-        snprintf(n, sizeof n, "%d fields, the header has %d", c->nf, c->ncols);
+        snprintf(n, sizeof n, "%d fields, the header has %d", nf, c->ncols);
         bad_row(c, line, "%s", n);
-        goto out;
+        return 0;
     }
-    const char *key = c->fields[c->key_col];
+    const char *key = fields[c->key_col];
     if (!*key) {
         bad_row(c, line, "%s", "empty key");
-        goto out;
+        return 0;
     }
     if (c->cap_col >= 0) { /* AudioCaps: group by youtube_id */
-        const char *cap = c->fields[c->cap_col];
+        const char *cap = fields[c->cap_col];
         if (!*cap) {
             bad_row(c, line, "empty caption for '%s'", key);
-            goto out;
+            return 0;
         }
         int i = capset_find(c->set, key);
         cap_entry *e = i >= 0 ? &c->set->e[i] : add_entry(c->set, key, line);
         add_cap(e, cap);
-    } else {
-        int i = capset_find(c->set, key);
-        if (i >= 0) {
-            char m[300];
-            snprintf(m, sizeof m, "duplicate key '%.200s' (first on line %ld)", key, c->set->e[i].line);
-            bad_row(c, line, "%s", m);
-            goto out;
-        }
-        int any = 0;
-        for (int k = 0; k < c->nf; k++) any |= c->is_cap[k] && c->fields[k][0];
-        if (!any) {
-            bad_row(c, line, "no reference for '%s'", key);
-            goto out;
-        }
-        cap_entry *e = add_entry(c->set, key, line);
-        for (int k = 0; k < c->nf; k++)
-            if (c->is_cap[k] && c->fields[k][0]) add_cap(e, c->fields[k]); /* an empty cell is no reference */
+        return 0;
     }
-out:
-    for (int i = 0; i < c->nf; i++) free(c->fields[i]);
-    c->nf = 0;
-}
-
-static int no_space(unsigned char ch) {
-    (void)ch;
-    return 0; /* keep spaces around fields, as Python's csv does */
+    int i = capset_find(c->set, key);
+    if (i >= 0) {
+        char m[300];
+        snprintf(m, sizeof m, "duplicate key '%.200s' (first on line %ld)", key, c->set->e[i].line);
+        bad_row(c, line, "%s", m);
+        return 0;
+    }
+    int any = 0;
+    for (int k = 0; k < nf; k++) any |= c->is_cap[k] && fields[k][0];
+    if (!any) {
+        bad_row(c, line, "no reference for '%s'", key);
+        return 0;
+    }
+    cap_entry *e = add_entry(c->set, key, line);
+    for (int k = 0; k < nf; k++)
+        if (c->is_cap[k] && fields[k][0]) add_cap(e, fields[k]); /* an empty cell is no reference */
+    return 0;
 }
 
 static int load_csv(cap_set *set, const char *path, const char *buf, size_t len, char *err, size_t errlen) {
-    struct csv_parser p;
-    if (csv_init(&p, CSV_APPEND_NULL)) {
-        snprintf(err, errlen, "cannot initialise the CSV parser");
-        return -1;
-    }
-    csv_set_space_func(&p, no_space);
-    csvctx c = {0};
-    c.set = set;
-    c.path = path;
-    c.err = err;
-    c.errlen = errlen;
-    size_t i = 0;
-    /* fed line by line, so a row is named by the line it starts on */
-    while (i < len && !c.fatal) {
-        const char *nl = memchr(buf + i, '\n', len - i);
-        size_t n = nl ? (size_t)(nl - (buf + i)) + 1 : len - i;
-        c.line++;
-        int blank = 1;
-        for (size_t k = 0; k < n && blank; k++) blank = buf[i + k] == '\n' || buf[i + k] == '\r';
-        if (!blank && !c.row_line) c.row_line = c.line;
-        if (csv_parse(&p, buf + i, n, on_field, on_row, &c) != n) {
-            snprintf(err, errlen, "%s: line %ld: %s", path, c.line, csv_strerror(csv_error(&p)));
-            c.fatal = 1;
-        }
-        i += n;
-    }
-    if (!c.fatal) csv_fini(&p, on_field, on_row, &c);
-    csv_free(&p);
-    for (int k = 0; k < c.nf; k++) free(c.fields[k]);
-    free(c.fields);
+    csvctx c = {.set = set, .path = path};
+    int rc = csv_rows(path, buf, len, on_row, &c, err, errlen);
     free(c.is_cap);
-    if (!c.fatal && !c.have_header) {
-        snprintf(err, errlen, "%s: empty file", path);
-        return -1;
-    }
-    return c.fatal ? -1 : 0;
+    return rc;
 }
-
-/* ------------------------------------------------------------ JSON */
 
 static int load_json(cap_set *set, const char *path, const char *buf, size_t len, char *err, size_t errlen) {
     json_error_t je;

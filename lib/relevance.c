@@ -2,7 +2,6 @@
  * text-to-audio retrieval metrics over several relevant audios per query. */
 #include "relevance.h"
 
-#include <csv.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -12,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csvrows.h"
 #include "gemm.h"
 #include "jsonout.h"
 #include "metrics.h"
@@ -84,63 +84,40 @@ bad:
 typedef struct {
     rel_set *s;
     const char *path;
-    char **fields;
-    int nf, capf;
-    long line, row_line;
-    int have_header, ncols, qcol, acol, fatal;
-    char *err;
-    size_t errlen;
+    int have_header, ncols, qcol, acol;
 } relctx;
-
-static void on_field(void *data, size_t len, void *ctx_) {
-    relctx *c = ctx_;
-    if (c->nf == c->capf) {
-        c->capf = c->capf ? 2 * c->capf : 8;
-        c->fields = xrealloc(c->fields, (size_t)c->capf * sizeof(char *));
-    }
-    char *f = xmalloc(len + 1);
-    if (len) memcpy(f, data, len);
-    f[len] = 0;
-    c->fields[c->nf++] = f;
-}
 
 static void bad_row(relctx *c, long line, const char *msg) {
     warnx_("%s: line %ld: %s: skipped", c->path, line, msg);
     c->s->bad++;
 }
 
-static void on_row(int term, void *ctx_) {
-    relctx *c = ctx_;
-    (void)term;
-    long line = c->row_line ? c->row_line : c->line;
-    c->row_line = 0;
-    if (c->fatal) goto out;
+static int on_row(void *ctx, char **fields, int nf, long line, char *err, size_t errlen) {
+    relctx *c = ctx;
     if (!c->have_header) {
         c->have_header = 1;
-        c->ncols = c->nf;
+        c->ncols = nf;
         c->qcol = c->acol = -1;
-        if (c->nf && !strncmp(c->fields[0], "\xEF\xBB\xBF", 3))
-            memmove(c->fields[0], c->fields[0] + 3, strlen(c->fields[0]) - 2);
-        for (int i = 0; i < c->nf; i++) {
-            if (!strcmp(c->fields[i], "query") && c->qcol < 0) c->qcol = i;
-            if (!strcmp(c->fields[i], "audio_filenames") && c->acol < 0) c->acol = i;
+        for (int i = 0; i < nf; i++) {
+            if (!strcmp(fields[i], "query") && c->qcol < 0) c->qcol = i;
+            if (!strcmp(fields[i], "audio_filenames") && c->acol < 0) c->acol = i;
         }
         if (c->qcol < 0 || c->acol < 0) {
-            snprintf(c->err, c->errlen, "%s: the header has no 'query' and 'audio_filenames' columns", c->path);
-            c->fatal = 1;
+            snprintf(err, errlen, "%s: the header has no 'query' and 'audio_filenames' columns", c->path);
+            return -1;
         }
-        goto out;
+        return 0;
     }
-    if (c->nf != c->ncols) {
+    if (nf != c->ncols) {
         char m[80];
-        snprintf(m, sizeof m, "%d fields, the header has %d", c->nf, c->ncols);
+        snprintf(m, sizeof m, "%d fields, the header has %d", nf, c->ncols);
         bad_row(c, line, m);
-        goto out;
+        return 0;
     }
-    const char *q = c->fields[c->qcol], *cell = c->fields[c->acol];
+    const char *q = fields[c->qcol], *cell = fields[c->acol];
     if (!*q) {
         bad_row(c, line, "empty query");
-        goto out;
+        return 0;
     }
     char **list = NULL;
     int n;
@@ -148,7 +125,7 @@ static void on_row(int term, void *ctx_) {
         n = rel_parse_list(cell, &list);
         if (n < 0) {
             bad_row(c, line, "audio_filenames is not a list of quoted file names");
-            goto out;
+            return 0;
         }
     } else {
         list = xmalloc(2 * sizeof(char *));
@@ -168,7 +145,7 @@ static void on_row(int term, void *ctx_) {
     if (m == 0) {
         free(list);
         bad_row(c, line, "no relevant audio");
-        goto out;
+        return 0;
     }
     if (c->s->n == c->s->cap) {
         c->s->cap = c->s->cap ? 2 * c->s->cap : 256;
@@ -179,14 +156,7 @@ static void on_row(int term, void *ctx_) {
     e->audio = list;
     e->naudio = m;
     e->line = line;
-out:
-    for (int i = 0; i < c->nf; i++) free(c->fields[i]);
-    c->nf = 0;
-}
-
-static int no_space(unsigned char ch) {
-    (void)ch;
-    return 0; /* keep spaces around fields, as Python's csv does */
+    return 0;
 }
 
 void rel_free(rel_set *s) {
@@ -201,40 +171,8 @@ void rel_free(rel_set *s) {
 
 int rel_parse(rel_set *s, const char *path, const char *buf, size_t len, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
-    struct csv_parser p;
-    if (csv_init(&p, CSV_APPEND_NULL)) {
-        snprintf(err, errlen, "cannot initialise the CSV parser");
-        return -1;
-    }
-    csv_set_space_func(&p, no_space);
-    relctx c = {0};
-    c.s = s;
-    c.path = path;
-    c.err = err;
-    c.errlen = errlen;
-    size_t i = 0;
-    while (i < len && !c.fatal) {
-        const char *nl = memchr(buf + i, '\n', len - i);
-        size_t n = nl ? (size_t)(nl - (buf + i)) + 1 : len - i;
-        c.line++;
-        int blank = 1;
-        for (size_t k = 0; k < n && blank; k++) blank = buf[i + k] == '\n' || buf[i + k] == '\r';
-        if (!blank && !c.row_line) c.row_line = c.line;
-        if (csv_parse(&p, buf + i, n, on_field, on_row, &c) != n) {
-            snprintf(err, errlen, "%s: line %ld: %s", path, c.line, csv_strerror(csv_error(&p)));
-            c.fatal = 1;
-        }
-        i += n;
-    }
-    if (!c.fatal) csv_fini(&p, on_field, on_row, &c);
-    csv_free(&p);
-    for (int k = 0; k < c.nf; k++) free(c.fields[k]);
-    free(c.fields);
-    if (!c.fatal && !c.have_header) {
-        snprintf(err, errlen, "%s: empty file", path);
-        c.fatal = 1;
-    }
-    if (c.fatal) {
+    relctx c = {.s = s, .path = path};
+    if (csv_rows(path, buf, len, on_row, &c, err, errlen)) {
         rel_free(s);
         return -1;
     }
