@@ -30,6 +30,7 @@ from tap import DATA, ROOT, VOCAB, check, done, note, tool
 import clapref
 import convert
 import sttools
+import toytask
 import wsacstream as ws
 from ref_wordpiece import BertTokenizerRef
 
@@ -239,27 +240,9 @@ note("init statistics, worst relative deviation of the std: " +
      ", ".join("%s %.2f%%" % (k, 100 * v) for k, v in sorted(worst.items())))
 
 # ------------------------------------------------------------------ it learns
-# 32 clips = 8 sounds (two mel bands each) x 4 places (a quarter of the time
-# louder); two captions a clip naming both
-M, TT = 16, 32
-sounds = "dog cat bird car train rain wind bell".split()
-places = ["in the park", "on the street", "near the river", "inside a house"]
-rng = np.random.default_rng(1)
-clips, items = {}, []
-for s, sw in enumerate(sounds):
-    for q, pw in enumerate(places):
-        k = "c%d_%d.wav" % (s, q)
-        mel = rng.normal(-60, 3, (TT, M)).astype(np.float32)
-        mel[:, 2 * s:2 * s + 2] += 30
-        mel[q * 8:(q + 1) * 8, :] += 15
-        clips[k] = mel
-        items += [(k, "a %s %s" % (sw, pw)), (k, "%s the %s sound" % (pw, sw))]
-with open(path("tr.mp"), "wb") as f:
-    ws.write_stream(f, "test", ({"key": k, "mel": v} for k, v in clips.items()))
-with open(path("tr.tsv"), "w") as f:
-    f.writelines("%s\t%s\n" % it for it in items)
-LSZ = ["--audio-channels", "8,16,32", "--n-mels", M, "--embed", 32, "--text-layers", 2, "--text-width", 32,
-       "--text-heads", 4, "--text-ffn", 64, "--text-max-pos", 32, "--text-max-len", 16]
+# the toy task of tests/py/toytask.py: 8 sounds x 4 places, two captions a clip
+nclips = toytask.write(path("tr.mp"), path("tr.tsv"), 32, seed=1)
+LSZ = toytask.SIZES
 out = path("learn.st")
 rc, err = train("--new", "--vocab", VOCAB, *LSZ, "--mel", path("tr.mp"), "--captions", path("tr.tsv"), "-o", out,
                 "--no-augment", "--bs", 16, "--epochs", 75, "--schedule", "constant", "--lr", "1e-3",
@@ -268,7 +251,7 @@ check("300 steps from a new model (--no-augment, batch 16, constant lr 1e-3): ex
 L = [float(l.split("\t")[3]) for l in open(path("learn.tsv")) if l[0].isdigit()] if rc == 0 else [0.0]
 maps = [float(l.split("\t")[2]) for l in open(path("learn.tsv")) if l.startswith("# epoch")] if rc == 0 else [0.0]
 first, last = float(np.mean(L[:5])), float(np.mean(L[-20:]))
-chance = sum(1.0 / r for r in range(1, 11)) / len(clips)  # mAP@10 of a random ranking, one relevant clip
+chance = sum(1.0 / r for r in range(1, 11)) / nclips  # mAP@10 of a random ranking, one relevant clip
 check("it learns: the mean loss of the last 20 steps is under half that of the first 5", len(L) == 300 and
       last < 0.5 * first, "%.3f -> %.3f" % (first, last))
 check("it learns: text-to-audio mAP@10 on the training set ends above 0.5 (chance %.3f)" % chance,

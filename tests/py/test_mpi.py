@@ -24,7 +24,7 @@ import numpy as np
 
 from tap import ROOT, VOCAB, check, done, note, tool
 import sttools
-import wsacstream as ws
+import toytask
 
 MPIBIN = os.environ.get("WSAC_MPI_BIN")
 MPIRUN = shutil.which("mpirun")
@@ -56,26 +56,9 @@ def curve(f):
     return np.array([float(l.split("\t")[3]) for l in open(f) if l[0].isdigit()])
 
 
-# 32 clips = 8 sounds (two mel bands each) x 4 places (a quarter of the time louder)
-M, TT = 16, 48
-sounds = "dog cat bird car train rain wind bell".split()
-places = ["in the park", "on the street", "near the river", "inside a house"]
-rng = np.random.default_rng(3)
-clips, items = {}, []
-for s, sw in enumerate(sounds):
-    for q, pw in enumerate(places):
-        k = "c%d_%d.wav" % (s, q)
-        mel = rng.normal(-60, 3, (TT, M)).astype(np.float32)
-        mel[:, 2 * s:2 * s + 2] += 30
-        mel[q * 12:(q + 1) * 12, :] += 15
-        clips[k] = mel
-        items += [(k, "a %s %s" % (sw, pw)), (k, "%s the %s sound" % (pw, sw))]
-with open(path("tr.mp"), "wb") as f:
-    ws.write_stream(f, "test", ({"key": k, "mel": v} for k, v in clips.items()))
-with open(path("tr.tsv"), "w") as f:
-    f.writelines("%s\t%s\n" % it for it in items)
-SZ = ["--audio-channels", "8,16,32", "--n-mels", M, "--embed", 32, "--text-layers", 2, "--text-width", 32,
-      "--text-heads", 4, "--text-ffn", 64, "--text-max-pos", 32, "--text-max-len", 16]
+# the toy task of tests/py/toytask.py: 8 sounds x 4 places, 48 frames a clip
+toytask.write(path("tr.mp"), path("tr.tsv"), 48, seed=3)
+SZ = toytask.SIZES
 r = subprocess.run([tool("clap-train"), "--new", "--vocab", VOCAB, "--save-init", path("init.st")] + [str(a) for a in SZ],
                    capture_output=True, text=True)
 check("a small new model to train", r.returncode == 0, r.stderr)
