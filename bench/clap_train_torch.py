@@ -27,6 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
+from trainbench import loadavg, log_steps, machine_lines, padded, say, sgemm_peak, threads_env, timed  # noqa: E402
+
 VOCAB = os.path.join(ROOT, "data", "bert-base-uncased-vocab.txt")
 B, T, M, MAXLEN = 16, 1001, 64, 30
 
@@ -37,10 +39,6 @@ CONFIGS = {
                "--text-ffn", "512", "--embed", "256"],
               dict(channels=[16, 32, 64, 128, 256, 512], hidden=128, layers=2, heads=2, intermediate=512, embed=256)),
 }
-
-
-def say(m):
-    print(m, file=sys.stderr, flush=True)
 
 
 def captions():
@@ -79,29 +77,11 @@ def flops(name, lens):
     return 3 * f
 
 
-def loadavg():
-    return " ".join(open("/proc/loadavg").read().split()[:3])
-
-
-def timed(cmd, env=None):
-    """run under GNU time: (stdout, stderr, peak RSS MB, wall s)"""
-    t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M"] + cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit("failed (%d): %s\n%s" % (r.returncode, " ".join(cmd), r.stderr[-2000:]))
-    rss = [int(x.split()[1]) for x in r.stderr.splitlines() if x.startswith("RSSKB ")][-1] / 1024.0
-    return r.stdout, r.stderr, rss, wall
-
-
 def bench(a):
     import numpy as np
     import wsacstream as ws
     T_ = a.threads
-    def sgemm():
-        return float(subprocess.run([a.sgemm_peak, str(T_)], capture_output=True, text=True, check=True).stdout) \
-            if a.sgemm_peak else float("nan")
-    peaks = [sgemm()]  # again at the end: the higher counts (a loaded moment lowers it)
+    peaks = [sgemm_peak(a.sgemm_peak, T_)]  # again at the end: the higher counts (a loaded moment lowers it)
     say("sgemm peak %.1f GFLOP/s (%d threads)" % (peaks[0], T_))
     work = tempfile.mkdtemp(prefix="wsac-bench-clap-train-", dir=os.environ.get("TMPDIR", "/tmp"))
     keys, caps = captions()
@@ -128,8 +108,7 @@ def bench(a):
             log = os.path.join(work, "log.tsv")
             _, _, rss, wall = timed([a.clap_train, "--init", model, "-o", os.path.join(work, "out.st"), "--log", log,
                                      "-j", str(T_), "-q"] + common)
-            cum = [float(l.split("\t")[-1]) for l in open(log).read().splitlines()[1:] if not l.startswith("#")]
-            st = [cum[0]] + [cum[i] - cum[i - 1] for i in range(1, len(cum))]
+            st = log_steps(log)
             say("%s run %d: clap-train steps %s s, peak RSS %.0f MB, load %s" % (
                 name, r + 1, " ".join("%.2f" % x for x in st), rss, loadavg()))
             c_steps += st[a.warmup:]
@@ -144,18 +123,11 @@ def bench(a):
         rows.append(dict(name=name, c=min(c_steps), t=min(t_steps), c_all=c_steps, t_all=t_steps,
                          c_rss=max(c_rss), t_rss=max(t_rss), fl=flops(name, lens), c_wall=min(c_wall),
                          t_wall=min(t_wall)))
-    peaks.append(sgemm())
+    peaks.append(sgemm_peak(a.sgemm_peak, T_))
     peak = max(peaks)
     ntok = sum(lens)
-    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
-    import torch
     print("\nwsac clap-train benchmark, %s" % time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    print("machine : %s, nproc %d, load avg %s (at end)" % (cpu[0] if cpu else "?", os.cpu_count(), loadavg()))
-    print("threads : %d (clap-train -j %d; torch.set_num_threads(%d), OMP/OPENBLAS/MKL_NUM_THREADS=%d)" % (
-        T_, T_, T_, T_))
-    print("sgemm   : %.1f GFLOP/s peak (OpenBLAS, 2048^3, best of 5, same threads; at the start %.1f, at the end %.1f)"
-          % (peak, peaks[0], peaks[1]))
-    print("torch   : %s" % torch.__version__)
+    machine_lines(T_, peaks)
     print("batch   : %d clips x %d frames x %d mel, %d captions, %d tokens ([CLS]/[SEP] in; PyTorch pads to %d)" % (
         B, T, M, B, ntok, max(lens)))
     print("steps   : %d warm-up + %d timed a run, %d run(s), alternating; the best timed step counts" % (
@@ -179,8 +151,7 @@ def bench(a):
 
 def torch_side(a):
     T_ = a.threads
-    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(v, str(T_))
+    threads_env(T_)
     import numpy as np
     import torch
     import clapref
@@ -197,13 +168,7 @@ def torch_side(a):
     mel = {r["key"]: r["mel"] for r in recs}
     items = [l.rstrip("\n").split("\t", 1) for l in open(a.captions)]
     x = torch.from_numpy(np.stack([mel[k] for k, _ in items]).astype(np.float32))
-    ids = token_lengths([c for _, c in items])
-    L = max(len(i) for i in ids)
-    idt = torch.zeros(len(ids), L, dtype=torch.long)
-    msk = torch.zeros(len(ids), L, dtype=torch.long)
-    for j, i in enumerate(ids):
-        idt[j, :len(i)] = torch.tensor(i)
-        msk[j, :len(i)] = 1
+    idt, msk = padded(token_lengths([c for _, c in items]), 0)
     keys = sorted(set(k for k, _ in items))
     aid = torch.tensor([keys.index(k) for k, _ in items])
     opt = R.optimizer(m, lr=2e-5)

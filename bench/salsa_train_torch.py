@@ -39,6 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "full"))
+from trainbench import loadavg, log_steps, machine_lines, padded, say, sgemm_peak, threads_env, timed  # noqa: E402
+
 BPE_DIR = os.path.join(ROOT, "tests", "data", "roberta-bpe")
 VOCAB, MERGES = os.path.join(BPE_DIR, "vocab.json"), os.path.join(BPE_DIR, "merges.txt")
 SEGS, S, M, MAXLEN = 3, 1000, 128, 32       # SALSA: 3 x 10 s (fixed 30 s), 1000 frames x 128 mel, max_length 32
@@ -55,10 +57,6 @@ SIZES = {
     "small": dict(dim=64, depth=2, heads=2, mlp=256, hidden=64, layers=2, text_heads=2, intermediate=256, embed=64),
 }
 GRID, PATCH = (8, 62), 16                   # PatchEmbed grid (128, 1000) // 16; 16 x 16 patches
-
-
-def say(m):
-    print(m, file=sys.stderr, flush=True)
 
 
 def captions(n):
@@ -96,21 +94,6 @@ def flops(z, B, lens):
     macs = B * SEGS * seg + B * D * E
     macs += sum(z["layers"] * (L * (4 * H * H + 2 * H * F) + 2 * L * L * H) + H * E for L in lens)
     return 3 * 2 * macs
-
-
-def loadavg():
-    return " ".join(open("/proc/loadavg").read().split()[:3])
-
-
-def timed(cmd, env=None):
-    """run under GNU time: (stdout, stderr, peak RSS MB, wall s)"""
-    t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M"] + cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit("failed (%d): %s\n%s" % (r.returncode, " ".join(cmd), r.stderr[-2000:]))
-    rss = [int(x.split()[1]) for x in r.stderr.splitlines() if x.startswith("RSSKB ")][-1] / 1024.0
-    return r.stdout, r.stderr, rss, wall
 
 
 def small_model(work, name="small"):
@@ -159,10 +142,7 @@ def bench(a):
     import numpy as np
     import wsacstream as ws
 
-    def sgemm():
-        return float(subprocess.run([a.sgemm_peak, str(T_)], capture_output=True, text=True, check=True).stdout) \
-            if a.sgemm_peak else float("nan")
-    peaks = [sgemm()]  # again at the end: the higher counts (a loaded moment lowers it)
+    peaks = [sgemm_peak(a.sgemm_peak, T_)]  # again at the end: the higher counts (a loaded moment lowers it)
     say("sgemm peak %.1f GFLOP/s (%d threads)" % (peaks[0], T_))
     tmpd = tempfile.TemporaryDirectory(prefix="wsac-bench-salsa-train-")
     work = tmpd.name
@@ -187,8 +167,7 @@ def bench(a):
         _, _, rss, wall = timed([a.clap_train, "--init", model, "--mel", mel, "--captions", capf,
                                  "-o", os.path.join(work, "out.st"), "--log", log, "-j", str(T_), "-q"]
                                 + common + C_OPTS)
-        cum = [float(x.split("\t")[-1]) for x in open(log).read().splitlines()[1:] if not x.startswith("#")]
-        st = [cum[0]] + [cum[i] - cum[i - 1] for i in range(1, len(cum))]
+        st = log_steps(log)
         say("run %d: clap-train steps %s s, peak RSS %.0f MB, load %s" % (
             r + 1, " ".join("%.2f" % x for x in st), rss, loadavg()))
         c_steps += st[a.warmup:]
@@ -204,18 +183,11 @@ def bench(a):
             r + 1, " ".join("%.2f" % x for x in st), rss, loadavg()))
         t_steps += st[a.warmup:]
         t_rss.append(rss), t_wall.append(wall)
-    peaks.append(sgemm())
+    peaks.append(sgemm_peak(a.sgemm_peak, T_))
     peak = max(peaks)
     c, t = min(c_steps), min(t_steps)
-    cpu = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")]
-    import torch
     print("\nwsac clap-train SALSA benchmark (%s), %s" % (name, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())))
-    print("machine : %s, nproc %d, load avg %s (at end)" % (cpu[0] if cpu else "?", os.cpu_count(), loadavg()))
-    print("threads : %d (clap-train -j %d; torch.set_num_threads(%d), OMP/OPENBLAS/MKL_NUM_THREADS=%d)" % (
-        T_, T_, T_, T_))
-    print("sgemm   : %.1f GFLOP/s peak (OpenBLAS, 2048^3, best of 5, same threads; at the start %.1f, at the end %.1f)"
-          % (peak, peaks[0], peaks[1]))
-    print("torch   : %s" % torch.__version__)
+    machine_lines(T_, peaks)
     print("model   : %s: PaSST %d x %d (%d heads, MLP %d), RoBERTa %d x %d (%d heads, FFN %d), embedding %d" % (
         name, z["depth"], z["dim"], z["heads"], z["mlp"], z["layers"], z["hidden"], z["text_heads"],
         z["intermediate"], z["embed"]))
@@ -239,8 +211,7 @@ def bench(a):
 
 def torch_side(a):
     T_ = a.threads
-    for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(v, str(T_))
+    threads_env(T_)
     import numpy as np
     import torch
     import claptrainref as CT
@@ -272,13 +243,7 @@ def torch_side(a):
     mel = {r["key"]: torch.from_numpy(np.array(r["mel"], np.float32)) for r in recs}
     items = [x.rstrip("\n").split("\t", 1) for x in open(a.captions)]
     clip_mels = [mel[k] for k, _ in items]
-    ids = token_ids([c for _, c in items])
-    L = max(len(x) for x in ids)
-    tok = torch.full((len(ids), L), pad, dtype=torch.long)
-    msk = torch.zeros(len(ids), L, dtype=torch.long)
-    for r, x in enumerate(ids):
-        tok[r, :len(x)] = torch.tensor(x)
-        msk[r, :len(x)] = 1
+    tok, msk = padded(token_ids([c for _, c in items]), pad)
     keys = sorted(set(k for k, _ in items))
     aid = torch.tensor([keys.index(k) for k, _ in items])
     opt = m.optimizer(2e-5)
