@@ -30,7 +30,6 @@ time.perf_counter() around the step. Peak RSS: GNU time %M of each process."""
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
