@@ -163,13 +163,9 @@ double now_seconds(void) {
 }
 
 int utf8_valid(const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
-        if (k <= 0) return 0;
-        i += (size_t)k;
-    }
+    int32_t cp;
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = utf8_next((const unsigned char *)s + i, n - i, &cp))) return 0;
     return 1;
 }
 
